@@ -1,0 +1,19 @@
+"""Typed pipeline configs built from settings (pipelines never read settings themselves)."""
+
+from __future__ import annotations
+
+from hilum.settings import Settings
+from pipelines.archive import ArchiveLimits
+from pipelines.ingest import IngestConfig
+
+
+def ingest_config(settings: Settings) -> IngestConfig:
+    return IngestConfig(
+        patient_salt=settings.patient_salt,
+        max_side=settings.max_image_side,
+        limits=ArchiveLimits(
+            max_files=settings.archive_max_files,
+            max_total_bytes=settings.archive_max_total_bytes,
+            max_ratio=settings.archive_max_ratio,
+        ),
+    )

@@ -1,0 +1,128 @@
+"""Job state transitions, written to the database (the only place job state lives)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, update
+
+from hilum.db import session_scope
+from hilum.tables import Job, utcnow
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
+def finish_job(url: str, job_id: str, status: str, *, error: str | None = None) -> None:
+    with session_scope(url) as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status in TERMINAL:
+            return
+        job.status = status
+        job.error = error
+        job.finished_at = utcnow()
+
+
+class JobProgress:
+    """Progress sink and cancellation probe for one running job, throttled to spare the database."""
+
+    def __init__(self, url: str, job_id: str, *, interval_s: float = 1.0) -> None:
+        self.url = url
+        self.job_id = job_id
+        self.interval_s = interval_s
+        self._last_write = 0.0
+        self._last_poll = 0.0
+        self._cancelled = False
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        now = time.monotonic()
+        epoch_boundary = event.get("phase") != "training" or event.get("step") == event.get("steps_per_epoch")
+        if not epoch_boundary and now - self._last_write < self.interval_s:
+            return
+        self._last_write = now
+        with session_scope(self.url) as session:
+            values: dict[str, Any] = {"progress": event}
+            if "val" in event and event["val"]:
+                values["metrics"] = {"val": event["val"]}
+            session.execute(update(Job).where(Job.id == self.job_id).values(**values))
+
+    def should_stop(self) -> bool:
+        if self._cancelled:
+            return True
+        now = time.monotonic()
+        if now - self._last_poll < self.interval_s:
+            return False
+        self._last_poll = now
+        with session_scope(self.url) as session:
+            job = session.get(Job, self.job_id)
+            self._cancelled = bool(job is None or job.cancel_requested)
+        return self._cancelled
+
+
+class Claim:
+    """Outcome of trying to take a job for this worker."""
+
+    TAKEN = "taken"  # this worker runs it now
+    BUSY = "busy"  # another live worker holds its lease: look again later
+    DONE = "done"  # finished, cancelled, unknown or out of attempts: nothing to run
+
+
+def claim_job(url: str, job_id: str, *, worker: str, lease_s: float, max_attempts: int) -> str:
+    """Take ``job_id`` if it is queued, or running under an expired lease (its worker died).
+
+    A compare-and-set UPDATE, so two workers given the same redelivered message can't both win.
+    """
+    now = utcnow()
+    cutoff = datetime.fromtimestamp(now.timestamp() - lease_s, tz=UTC)
+    with session_scope(url) as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status in TERMINAL:
+            return Claim.DONE
+        if job.cancel_requested:
+            job.status, job.finished_at = "cancelled", now
+            return Claim.DONE
+        if job.attempts >= max_attempts:
+            job.status, job.finished_at = "failed", now
+            job.error = f"gave up after {max_attempts} attempts; last error: {job.error or 'worker lost'}"
+            return Claim.DONE
+        claimable = or_(
+            Job.status == "queued",
+            and_(Job.status == "running", or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff)),
+        )
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, claimable)
+            .values(
+                status="running",
+                worker=worker,
+                heartbeat_at=now,
+                attempts=Job.attempts + 1,
+                started_at=func.coalesce(Job.started_at, now),
+            )
+        )
+        return Claim.TAKEN if result.rowcount == 1 else Claim.BUSY  # type: ignore[attr-defined]
+
+
+class Heartbeat:
+    """Renews a running job's lease from a background thread while training runs."""
+
+    def __init__(self, url: str, job_id: str, *, every_s: float) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(url, job_id, every_s), daemon=True)
+
+    def _run(self, url: str, job_id: str, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            with session_scope(url) as session:
+                session.execute(
+                    update(Job).where(Job.id == job_id, Job.status == "running").values(heartbeat_at=utcnow())
+                )
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)

@@ -1,0 +1,154 @@
+"""Training jobs: commit the job row, then enqueue its id on the gpu queue."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from hilum.jobstate import TERMINAL
+from hilum.queue import TRAIN_TASK
+from hilum.tables import Dataset, Job, ModelVersion, WeightsFile, utcnow
+from models.backbones import KNOWN_BACKBONES
+from pipelines.train import TrainSpec
+from service.errors import Conflict, Invalid, NotFound, Unavailable
+from service.schemas.jobs import JobCreate, JobPublic
+
+log = logging.getLogger(__name__)
+
+
+def create_job(
+    session: Session, celery: Celery, request: JobCreate, *, created_by: str, idempotency_key: str | None
+) -> Job:
+    """Validate the request against stored state, store the job, queue it. Same key, same job."""
+    if idempotency_key:
+        existing = session.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
+        if existing is not None:
+            return existing
+    _check_request(session, request)
+    spec = TrainSpec(
+        backbone=request.backbone,
+        strategy=request.strategy,
+        epochs=request.epochs,
+        image_size=request.image_size,
+        batch_size=request.batch_size,
+        seed=request.seed,
+        target_sensitivity=request.target_sensitivity,
+        **({"lr": request.lr} if request.lr is not None else {}),
+    )
+    job = Job(
+        dataset_id=request.dataset_id,
+        status="queued",
+        spec=spec.to_dict(),
+        weights=request.weights,
+        model_name=request.model_name,
+        idempotency_key=idempotency_key,
+        created_by=created_by,
+    )
+    session.add(job)
+    try:
+        session.commit()
+    except IntegrityError:  # a concurrent request with the same idempotency key won
+        session.rollback()
+        existing = session.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
+        if existing is None:
+            raise
+        return existing
+    try:
+        celery.send_task(TRAIN_TASK, args=[job.id])
+    except Exception as exc:
+        log.exception("could not enqueue job %s", job.id)
+        job.status, job.error, job.finished_at = "failed", "the training queue is unavailable", utcnow()
+        session.commit()
+        raise Unavailable("the training queue is unavailable; try again later") from exc
+    return job
+
+
+def _check_request(session: Session, request: JobCreate) -> None:
+    if request.backbone not in KNOWN_BACKBONES:
+        raise Invalid(f"unknown backbone '{request.backbone}'; known backbones: {', '.join(KNOWN_BACKBONES)}")
+    dataset = session.get(Dataset, request.dataset_id)
+    if dataset is None:
+        raise NotFound(f"dataset '{request.dataset_id}' not found")
+    if dataset.status != "ready":
+        raise Conflict(f"dataset '{dataset.id}' is {dataset.status}, not ready for training")
+    if request.weights not in ("none", "imagenet"):
+        weights = session.get(WeightsFile, request.weights)
+        if weights is None:
+            raise NotFound(f"weights '{request.weights}' are not registered")
+        if weights.backbone != request.backbone:
+            raise Invalid(f"weights '{request.weights}' are for {weights.backbone}, not for {request.backbone}")
+
+
+def get_job(session: Session, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"job '{job_id}' not found")
+    return job
+
+
+def list_jobs(session: Session, *, status: str | None, dataset_id: str | None, limit: int) -> list[Job]:
+    query = select(Job).order_by(Job.created_at.desc()).limit(limit)
+    if status:
+        query = query.where(Job.status == status)
+    if dataset_id:
+        query = query.where(Job.dataset_id == dataset_id)
+    return list(session.scalars(query))
+
+
+def cancel_job(session: Session, job_id: str) -> Job:
+    """A queued job is cancelled at once; a running one stops at its next step boundary."""
+    job = get_job(session, job_id)
+    if job.status in TERMINAL:
+        raise Conflict(f"job '{job_id}' has already {job.status}")
+    job.cancel_requested = True
+    if job.status == "queued":
+        job.status, job.finished_at = "cancelled", utcnow()
+    session.commit()
+    return job
+
+
+def to_public(session: Session, job: Job) -> JobPublic:
+    public = JobPublic.model_validate(job)
+    if job.status == "succeeded":
+        public.model_version = session.scalar(select(ModelVersion.version).where(ModelVersion.job_id == job.id))
+    return public
+
+
+def job_snapshot(url: str, job_id: str) -> dict | None:
+    """The JSON-able public view of a job, read in a fresh session (for streaming)."""
+    from hilum.db import session_scope
+
+    with session_scope(url) as session:
+        job = session.get(Job, job_id)
+        return None if job is None else to_public(session, job).model_dump(mode="json")
+
+
+async def job_events(url: str, job_id: str, *, poll_s: float = 0.5, keepalive_s: float = 15.0):  # type: ignore[no-untyped-def]
+    """Server-sent events: one ``job`` event per change, until the job ends."""
+    import asyncio
+    import json
+    import time
+
+    from fastapi.concurrency import run_in_threadpool
+
+    last: str | None = None
+    last_sent = time.monotonic()
+    while True:
+        snapshot = await run_in_threadpool(job_snapshot, url, job_id)
+        if snapshot is None:
+            return
+        payload = json.dumps(snapshot, separators=(",", ":"))
+        if payload != last:
+            last, last_sent = payload, time.monotonic()
+            yield f"event: job\ndata: {payload}\n\n"
+        elif time.monotonic() - last_sent > keepalive_s:
+            last_sent = time.monotonic()
+            yield ": keep-alive\n\n"
+        if snapshot["status"] in TERMINAL:
+            yield "event: end\ndata: {}\n\n"
+            return
+        await asyncio.sleep(poll_s)

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, status
+from fastapi.concurrency import run_in_threadpool
+
+from hilum.tables import Dataset, new_id
+from service.deps import CeleryDep, SessionDep, SettingsDep, StaffPrincipal, StorageDep
+from service.domain import datasets as domain
+from service.schemas.datasets import DatasetPublic
+from service.uploads import receive_file
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "zip of class folders (NORMAL/..., PNEUMONIA/...) "
+                            "or of images plus labels.csv",
+                        },
+                        "name": {"type": "string", "description": "a name for the dataset"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def to_public(dataset: Dataset) -> DatasetPublic:
+    public = DatasetPublic.model_validate(dataset)
+    if dataset.report:
+        public.rejected = dataset.report.get("rejected", [])
+    return public
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=DatasetPublic,
+    summary="Upload a labelled X-ray dataset (zip); ingestion runs in the background",
+    openapi_extra=UPLOAD_BODY,
+    responses={413: {"description": "upload over the size limit"}, 422: {"description": "bad archive"}},
+)
+async def upload_dataset(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    celery: CeleryDep,
+    principal: StaffPrincipal,
+) -> DatasetPublic:
+    dataset_id = new_id()
+    upload = await receive_file(
+        request, storage.upload_path(dataset_id), file_field="file", max_bytes=settings.max_upload_bytes
+    )
+    dataset = await run_in_threadpool(
+        domain.accept_upload,
+        session,
+        celery,
+        settings,
+        dataset_id=dataset_id,
+        upload=upload.path,
+        filename=upload.filename,
+        size=upload.size,
+        name=upload.fields.get("name"),
+        created_by=principal.id,
+    )
+    return to_public(dataset)
+
+
+@router.get("", response_model=list[DatasetPublic], summary="List datasets")
+def list_datasets(session: SessionDep, _: StaffPrincipal, status: str | None = None) -> list[DatasetPublic]:
+    return [to_public(d) for d in domain.list_datasets(session, status=status)]
+
+
+@router.get("/{dataset_id}", response_model=DatasetPublic, summary="A dataset with its ingestion report")
+def get_dataset(dataset_id: str, session: SessionDep, _: StaffPrincipal) -> DatasetPublic:
+    return to_public(domain.get_dataset(session, dataset_id))

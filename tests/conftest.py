@@ -1,0 +1,211 @@
+"""Shared fixtures: real Redis, real PostgreSQL, and a live Hilum stack (uvicorn + celery worker)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+REDIS_HOST = "redis://127.0.0.1:6379"
+PG_ADMIN_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"
+REPO = Path(__file__).resolve().parents[1]
+# Our own Redis database numbers, one per stack, flushed before and after use.
+REDIS_DBS = {"sqlite": 11, "postgres": 12}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_available() -> None:
+    try:
+        redis.Redis.from_url(REDIS_HOST).ping()
+    except redis.ConnectionError:
+        pytest.fail("Redis is not running on 127.0.0.1:6379 (make test starts it: bash tests/services.sh)")
+
+
+def create_pg_database() -> tuple[str, str]:
+    """A fresh PostgreSQL database for one test stack; returns (url, name)."""
+    import sqlalchemy as sa
+
+    name = f"hilum_test_{secrets.token_hex(4)}"
+    engine = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    engine.dispose()
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}", name
+
+
+def drop_pg_database(name: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    engine.dispose()
+
+
+@dataclass
+class Stack:
+    """A running Hilum: API over real HTTP, a Celery worker, Redis and a database."""
+
+    base_url: str
+    admin_key: str
+    data_dir: Path
+    env: dict[str, str]
+    database_url: str
+    logs: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def client(self, key: str | None = None, timeout: float = 60.0) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key or self.admin_key}"}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    def start_worker(self, name: str = "w1", queues: str = "gpu,ingest") -> subprocess.Popen[bytes]:
+        log = open(self.logs / f"worker-{name}.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.celery_app",
+                "worker",
+                "-Q",
+                queues,
+                "-c",
+                "1",
+                "-n",
+                f"{name}@%h",
+                "--loglevel",
+                "INFO",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            env=self.env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs[f"worker-{name}"] = proc
+        return proc
+
+    def start_api(self) -> None:
+        log = open(self.logs / "api.log", "ab")  # noqa: SIM115
+        port = int(self.base_url.rsplit(":", 1)[1])
+        self.procs["api"] = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "service.app:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=self.env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.procs["api"].poll() is not None:
+                raise RuntimeError("uvicorn exited:\n" + (self.logs / "api.log").read_text()[-3000:])
+            try:
+                if httpx.get(self.base_url + "/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("uvicorn did not answer /healthz within 60 s")
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def make_stack(tmp: Path, backend: str, *, redis_db: int | None = None) -> tuple[Stack, str | None]:
+    pg_name = None
+    if backend == "postgres":
+        database_url, pg_name = create_pg_database()
+    else:
+        database_url = f"sqlite:///{tmp / 'hilum.db'}"
+    redis_url = f"{REDIS_HOST}/{redis_db if redis_db is not None else REDIS_DBS[backend]}"
+    redis.Redis.from_url(redis_url).flushdb()
+    admin_key = "hk_test_admin_" + secrets.token_hex(8)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HILUM_")}
+    env.update(
+        HILUM_ENV="test",
+        HILUM_DATA_DIR=str(tmp / "data"),
+        HILUM_DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        HILUM_BOOTSTRAP_ADMIN_KEY=admin_key,
+        HILUM_PROGRESS_INTERVAL_S="0.2",
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS="1",
+    )
+    logs = tmp / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    stack = Stack(
+        base_url=f"http://127.0.0.1:{free_port()}",
+        admin_key=admin_key,
+        data_dir=tmp / "data",
+        env=env,
+        database_url=database_url,
+        logs=logs,
+    )
+    return stack, pg_name
+
+
+@pytest.fixture(scope="session", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, redis_available: None
+) -> Iterator[Stack]:
+    """A live stack per database backend: uvicorn on a free port and one Celery worker."""
+    backend = request.param
+    s, pg_name = make_stack(tmp_path_factory.mktemp(f"stack-{backend}"), backend)
+    try:
+        s.start_api()
+        s.start_worker()
+        yield s
+    finally:
+        s.stop()
+        redis.Redis.from_url(s.env["REDIS_URL"]).flushdb()
+        if pg_name:
+            drop_pg_database(pg_name)
+
+
+def wait_for(client: httpx.Client, path: str, done: set[str], timeout: float = 180.0) -> dict:
+    """Poll ``path`` until its status is in ``done``; fail (never hang) after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    body: dict = {}
+    while time.monotonic() < deadline:
+        body = client.get(path).json()
+        if body.get("status") in done:
+            return body
+        time.sleep(0.3)
+    raise AssertionError(f"{path} still {body.get('status')!r} after {timeout} s: {body}")

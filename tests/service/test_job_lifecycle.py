@@ -1,0 +1,182 @@
+"""Jobs that survive: cancellation, a worker killed mid-job, several workers, live events.
+
+Real Redis, real `celery worker` processes, real HTTP. A dedicated stack with a short lease and
+visibility timeout, so a dead worker's job is picked up in seconds rather than an hour.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from pipelines.synthetic import write_zip
+from tests.conftest import Stack, make_stack, wait_for
+
+pytestmark = pytest.mark.e2e
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+@pytest.fixture(scope="module")
+def durable(tmp_path_factory: pytest.TempPathFactory, redis_available: None) -> Iterator[Stack]:
+    stack, _ = make_stack(tmp_path_factory.mktemp("durable"), "sqlite", redis_db=14)
+    stack.env.update(HILUM_JOB_LEASE_S="4", HILUM_BROKER_VISIBILITY_TIMEOUT_S="8")
+    try:
+        stack.start_api()
+        yield stack
+    finally:
+        stack.stop()
+        redis.Redis.from_url(stack.env["REDIS_URL"]).flushdb()
+
+
+@pytest.fixture(scope="module")
+def dataset_id(durable: Stack, tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = write_zip(tmp_path_factory.mktemp("d") / "d.zip", n_per_class=48, size=96, seed=3)
+    worker = durable.start_worker("ingest", queues="ingest")
+    try:
+        with durable.client() as client, path.open("rb") as fh:
+            r = client.post("/v1/datasets", files={"file": ("d.zip", fh, "application/zip")})
+            assert r.status_code == 202, r.text
+            return wait_for(client, f"/v1/datasets/{r.json()['id']}", {"ready"}, timeout=120)["id"]
+    finally:
+        stop(worker)
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+    proc.wait(timeout=60)
+
+
+def submit(client: httpx.Client, dataset_id: str, **overrides: object) -> dict:
+    body = {"dataset_id": dataset_id, "backbone": "test_resnet", "strategy": "full", "epochs": 2,
+            "image_size": 64, "batch_size": 8, "model_name": "durable"} | overrides
+    r = client.post("/v1/jobs", json=body)
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+def wait_until(client: httpx.Client, job_id: str, predicate, timeout: float = 120) -> dict:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if predicate(job):
+            return job
+        assert job["status"] not in TERMINAL, job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} never reached the expected state: {job}")
+
+
+def completed_epochs(job: dict) -> int:
+    p = job.get("progress") or {}
+    return int(p.get("completed_epochs", 0))
+
+
+def test_cancel_queued_and_running_jobs(durable: Stack, dataset_id: str) -> None:
+    worker = durable.start_worker("c1")
+    try:
+        with durable.client() as client:
+            running = submit(client, dataset_id, epochs=60)
+            queued = submit(client, dataset_id, epochs=1)
+            wait_until(client, running["id"], lambda j: completed_epochs(j) >= 1)
+            r = client.post(f"/v1/jobs/{queued['id']}/cancel")
+            assert r.status_code == 200 and r.json()["status"] == "cancelled"
+            r = client.post(f"/v1/jobs/{running['id']}/cancel")
+            assert r.status_code == 200 and r.json()["cancel_requested"]
+            done = wait_for(client, f"/v1/jobs/{running['id']}", TERMINAL, timeout=60)
+            assert done["status"] == "cancelled"
+            assert completed_epochs(done) < 60
+            assert (durable.data_dir / "jobs" / running["id"] / "checkpoints" / "last.pt").exists()
+            # the queued job never starts, even once the worker is free
+            time.sleep(2)
+            never = client.get(f"/v1/jobs/{queued['id']}").json()
+            assert never["status"] == "cancelled" and never["started_at"] is None and never["attempts"] == 0
+            assert client.post(f"/v1/jobs/{queued['id']}/cancel").status_code == 409
+    finally:
+        stop(worker)
+
+
+def test_killed_worker_job_resumes_from_checkpoint(durable: Stack, dataset_id: str) -> None:
+    first = durable.start_worker("k1")
+    second = None
+    try:
+        with durable.client() as client:
+            job = submit(client, dataset_id, epochs=3, image_size=96)
+            wait_until(client, job["id"], lambda j: completed_epochs(j) == 1, timeout=180)
+            stop(first, signal.SIGKILL)  # the whole worker: main process and its child
+            second = durable.start_worker("k2")
+            done = wait_for(client, f"/v1/jobs/{job['id']}", TERMINAL, timeout=240)
+            assert done["status"] == "succeeded", done
+            assert done["attempts"] == 2
+        report = json.loads((durable.data_dir / "jobs" / job["id"] / "report" / "report.json").read_text())
+        trained_by = [e["pid"] for e in report["history"]]
+        assert len(trained_by) == 3
+        # epoch 1 was trained by the killed worker and not again; epochs 2 and 3 by the new one
+        assert trained_by[0] != trained_by[1] == trained_by[2]
+    finally:
+        stop(first, signal.SIGKILL) if first.poll() is None else None
+        if second is not None:
+            stop(second)
+
+
+def test_two_workers_four_jobs_each_runs_once(durable: Stack, dataset_id: str) -> None:
+    workers = [durable.start_worker("m1"), durable.start_worker("m2")]
+    try:
+        with durable.client() as client:
+            jobs = [submit(client, dataset_id, epochs=1, model_name="many", seed=i) for i in range(4)]
+            finished = [wait_for(client, f"/v1/jobs/{j['id']}", TERMINAL, timeout=240) for j in jobs]
+            assert [j["status"] for j in finished] == ["succeeded"] * 4
+            assert all(j["attempts"] == 1 for j in finished)
+            assert len({j["worker"].split(":")[0] for j in finished}) >= 1
+            versions = client.get("/v1/models/many").json()["versions"]
+            assert sorted(v["version"] for v in versions) == [1, 2, 3, 4]
+            assert sorted(v["job_id"] for v in versions) == sorted(j["id"] for j in jobs)
+    finally:
+        for w in workers:
+            stop(w)
+
+
+def test_events_stream_reaches_the_client(durable: Stack, dataset_id: str) -> None:
+    worker = durable.start_worker("e1")
+    try:
+        with durable.client() as client:
+            job = submit(client, dataset_id, epochs=2)
+            events = []
+            with client.stream("GET", f"/v1/jobs/{job['id']}/events", timeout=120) as stream:
+                assert stream.headers["content-type"].startswith("text/event-stream")
+                name = None
+                for line in stream.iter_lines():
+                    if line.startswith("event: "):
+                        name = line[7:]
+                    elif line.startswith("data: ") and name == "job":
+                        events.append(json.loads(line[6:]))
+                    elif line.startswith("data: ") and name == "end":
+                        break
+            statuses = [e["status"] for e in events]
+            assert statuses[-1] == "succeeded"
+            assert "running" in statuses
+            epochs_seen = {completed_epochs(e) for e in events}
+            assert {1, 2} <= epochs_seen
+    finally:
+        stop(worker)
+
+
+def test_idempotency_key_returns_the_same_job(durable: Stack, dataset_id: str) -> None:
+    with durable.client() as client:
+        body = {"dataset_id": dataset_id, "backbone": "test_resnet", "strategy": "frozen", "epochs": 1,
+                "image_size": 64}
+        first = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "abc-123"})
+        again = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "abc-123"})
+        assert first.status_code == again.status_code == 202
+        assert first.json()["id"] == again.json()["id"]
+        listed = client.get("/v1/jobs", params={"dataset_id": dataset_id, "status": "queued"}).json()
+        assert [j["id"] for j in listed].count(first.json()["id"]) == 1
+        client.post(f"/v1/jobs/{first.json()['id']}/cancel")

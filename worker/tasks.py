@@ -1,0 +1,25 @@
+"""Celery tasks: thin wrappers that pass ids to the runners."""
+
+from __future__ import annotations
+
+from celery import Task
+
+from hilum.jobstate import Claim
+from hilum.queue import INGEST_TASK, TRAIN_TASK
+from hilum.settings import get_settings
+from worker.celery_app import app
+from worker.ingestion import run_ingestion
+from worker.training import run_training_job
+
+
+@app.task(name=INGEST_TASK)
+def ingest_dataset(dataset_id: str) -> None:
+    run_ingestion(get_settings(), dataset_id)
+
+
+@app.task(name=TRAIN_TASK, bind=True, max_retries=None)
+def train_job(self: Task, job_id: str) -> None:
+    settings = get_settings()
+    if run_training_job(settings, job_id) == Claim.BUSY:
+        # Another live worker holds this job (a redelivered message): look again after one lease.
+        raise self.retry(countdown=settings.job_lease_s)

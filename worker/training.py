@@ -1,0 +1,109 @@
+"""Run one training job: build the splits, call the training pipeline, record the result."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+
+from hilum.db import session_scope
+from hilum.jobstate import Claim, Heartbeat, JobProgress, claim_job, finish_job
+from hilum.registry import register_version
+from hilum.settings import Settings
+from hilum.storage import Storage
+from hilum.tables import Dataset, Job, utcnow
+from hilum.weights import resolve_weights
+from models.artifact import ClassifierArtifact
+from pipelines.ingest import image_path, load_manifest
+from pipelines.splits import SplitItem, patient_splits
+from pipelines.train import TrainData, TrainingCancelled, TrainSpec, train_classifier
+
+log = logging.getLogger(__name__)
+
+
+def run_training_job(settings: Settings, job_id: str) -> str:
+    """Train job ``job_id`` to a registered model version; idempotent by job id.
+
+    Returns the claim outcome; ``Claim.BUSY`` means another live worker holds the job.
+    """
+    url = settings.resolved_database_url
+    storage = Storage(settings.data_dir)
+    claim = claim_job(
+        url, job_id, worker=worker_name(), lease_s=settings.job_lease_s, max_attempts=settings.job_max_attempts
+    )
+    if claim != Claim.TAKEN:
+        log.info("job %s: %s", job_id, claim)
+        return claim
+    with session_scope(url) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        spec = TrainSpec.from_dict(job.spec)
+        dataset = session.get(Dataset, job.dataset_id)
+        assert dataset is not None
+        weights_ref, model_name = job.weights, job.model_name
+        dataset_meta = {"dataset_id": dataset.id, "dataset_name": dataset.name, "job_id": job.id}
+
+    progress = JobProgress(url, job_id, interval_s=settings.progress_interval_s)
+    try:
+        with Heartbeat(url, job_id, every_s=settings.job_lease_s / 4):
+            weights = resolve_weights(settings, weights_ref)
+            data = build_train_data(storage, dataset_meta["dataset_id"], seed=spec.seed)
+            result = train_classifier(
+                spec,
+                data,
+                storage.job_dir(job_id),
+                weights=weights,
+                on_progress=progress,
+                should_stop=progress.should_stop,
+                extra_metadata={**dataset_meta, "model_name": model_name},
+            )
+    except TrainingCancelled:
+        finish_job(url, job_id, "cancelled")
+        return Claim.DONE
+    except Exception as exc:
+        log.exception("job %s failed", job_id)
+        finish_job(url, job_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        return Claim.DONE
+
+    with session_scope(url) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        artifact = ClassifierArtifact.load(result.artifact_path)
+        metrics = {"val": result.val_metrics, "test": result.test_metrics, "best_epoch": result.best_epoch}
+        register_version(
+            session,
+            storage,
+            job,
+            artifact=result.artifact_path,
+            backbone=spec.backbone,
+            class_names=list(artifact.class_names),
+            threshold=artifact.threshold,
+            metrics=metrics,
+        )
+        job.metrics = metrics
+        job.status, job.finished_at = "succeeded", utcnow()
+    return Claim.DONE
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def build_train_data(storage: Storage, dataset_id: str, *, seed: int) -> TrainData:
+    """Patient-level stratified splits of a ready dataset, as paths and label indices."""
+    dataset_dir = storage.dataset_dir(dataset_id)
+    rows = load_manifest(dataset_dir)
+    class_names = sorted({r.label for r in rows})
+    index = {name: i for i, name in enumerate(class_names)}
+    splits = patient_splits([SplitItem(r.sample_id, r.label, r.patient_key) for r in rows], seed=seed)
+
+    def as_pairs(items: list[SplitItem]) -> list[tuple[Path, int]]:
+        return [(image_path(dataset_dir, i.sample_id), index[i.label]) for i in items]
+
+    return TrainData(
+        class_names=class_names,
+        train=as_pairs(splits["train"]),
+        val=as_pairs(splits["val"]),
+        test=as_pairs(splits["test"]),
+    )
