@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 from celery import Celery
 from sqlalchemy import select
@@ -11,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from hilum.jobstate import TERMINAL
 from hilum.queue import TRAIN_TASK
+from hilum.storage import Storage
 from hilum.tables import Dataset, Job, ModelVersion, WeightsFile, utcnow
 from models.backbones import KNOWN_BACKBONES
 from pipelines.train import TrainSpec
@@ -152,3 +155,24 @@ async def job_events(url: str, job_id: str, *, poll_s: float = 0.5, keepalive_s:
             yield "event: end\ndata: {}\n\n"
             return
         await asyncio.sleep(poll_s)
+
+
+def report_dir(storage: Storage, job_id: str) -> Path:
+    return storage.job_dir(job_id) / "report"
+
+
+def read_report(storage: Storage, job: Job) -> dict:
+    path = report_dir(storage, job.id) / "report.json"
+    if not path.exists():
+        raise NotFound(f"job '{job.id}' has no report yet (it is {job.status})")
+    return json.loads(path.read_text())
+
+
+def report_images(storage: Storage, job_id: str) -> list[str]:
+    return sorted(p.name for p in report_dir(storage, job_id).glob("*.png"))
+
+
+def report_image_path(storage: Storage, job_id: str, image: str) -> Path:
+    if image not in report_images(storage, job_id):  # only names we wrote: no path tricks
+        raise NotFound(f"job '{job_id}' has no report image '{image}'")
+    return report_dir(storage, job_id) / image

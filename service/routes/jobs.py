@@ -3,9 +3,9 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, status
-from fastapi.responses import StreamingResponse
+from fastapi.responses import FileResponse, StreamingResponse
 
-from service.deps import CeleryDep, SessionDep, SettingsDep, StaffPrincipal
+from service.deps import CeleryDep, SessionDep, SettingsDep, StaffPrincipal, StorageDep
 from service.domain import jobs as domain
 from service.schemas.jobs import JobCreate, JobPublic
 
@@ -66,3 +66,23 @@ def job_events(job_id: str, session: SessionDep, settings: SettingsDep, _: Staff
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+@router.get("/{job_id}/report", summary="The training report: every number, per-epoch history, image links")
+def job_report(job_id: str, session: SessionDep, storage: StorageDep, _: StaffPrincipal) -> dict:
+    report = domain.read_report(storage, domain.get_job(session, job_id))
+    report["images"] = {name: f"/v1/jobs/{job_id}/report/{name}" for name in domain.report_images(storage, job_id)}
+    return report
+
+
+@router.get(
+    "/{job_id}/report/{image}",
+    response_class=FileResponse,
+    summary="A report picture: roc.png, curves.png, calibration.png, confusion.png",
+    responses={200: {"content": {"image/png": {}}}},
+)
+def job_report_image(
+    job_id: str, image: str, session: SessionDep, storage: StorageDep, _: StaffPrincipal
+) -> FileResponse:
+    domain.get_job(session, job_id)
+    return FileResponse(domain.report_image_path(storage, job_id, image), media_type="image/png")

@@ -34,7 +34,7 @@ def stored_state(stack: Stack, client) -> tuple[list, list]:  # type: ignore[no-
     ("content", "expected"),
     [
         (b"this is not a zip file", "zip"),
-        (zip_bytes({}), "empty"),
+        (zip_bytes({}), "no usable files"),
         (zip_bytes({"a.png": png_bytes(), "b.png": png_bytes()}), "class folder"),
         (zip_bytes({"NORMAL/a.png": png_bytes(), "NORMAL/b.png": png_bytes()}), "class"),
         (zip_bytes({"../evil/NORMAL/a.png": png_bytes(), "PNEUMONIA/b.png": png_bytes()}), ".."),

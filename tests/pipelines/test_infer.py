@@ -1,0 +1,71 @@
+"""Predictor: calibrated probabilities, the artifact's threshold, one forward pass per batch."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.artifact import ClassifierArtifact
+from pipelines.infer import Predictor
+from pipelines.preprocess import load_canonical, to_model_input
+from pipelines.train import TrainSpec, train_classifier
+from tests.pipelines.test_train import make_dataset
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[Path, int]]]:
+    root = tmp_path_factory.mktemp("infer")
+    data = make_dataset(root / "data")
+    spec = TrainSpec("test_resnet", "full", epochs=3, image_size=32, batch_size=8, lr=3e-3, bootstrap_resamples=0)
+    return train_classifier(spec, data, root / "job").artifact_path, data.test
+
+
+def test_predictions_are_calibrated_and_thresholded(trained: tuple[Path, list]) -> None:
+    artifact_path, test = trained
+    predictor = Predictor.load(artifact_path)
+    art = predictor.artifact
+    images = [load_canonical(p) for p, _ in test]
+    preds = predictor.predict(images)
+    assert len(preds) == len(images)
+    x = torch.stack([to_model_input(im, image_size=art.image_size, mean=art.mean, std=art.std) for im in images])
+    with torch.inference_mode():
+        expected = torch.softmax(art.build_model()(x) / art.temperature, dim=1)[:, 1].numpy()
+    for pred, p_pos in zip(preds, expected, strict=True):
+        assert pred.probabilities["PNEUMONIA"] == pytest.approx(float(p_pos), abs=1e-5)
+        assert sum(pred.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        assert pred.label == ("PNEUMONIA" if p_pos >= art.threshold else "NORMAL")
+        assert pred.positive_class == "PNEUMONIA" and pred.threshold == art.threshold
+    accuracy = np.mean([(p.label == "PNEUMONIA") == (y == 1) for p, (_, y) in zip(preds, test, strict=True)])
+    assert accuracy >= 0.75
+
+
+def test_threshold_moves_the_label(trained: tuple[Path, list], tmp_path: Path) -> None:
+    artifact_path, test = trained
+    art = ClassifierArtifact.load(artifact_path)
+    images = [load_canonical(p) for p, _ in test]
+    for threshold, label in ((0.0, "PNEUMONIA"), (1.01, "NORMAL")):
+        dataclasses.replace(art, threshold=threshold).save(tmp_path / "a.pt")
+        assert {p.label for p in Predictor.load(tmp_path / "a.pt").predict(images)} == {label}
+
+
+def test_one_forward_pass_per_batch(trained: tuple[Path, list]) -> None:
+    predictor = Predictor.load(trained[0])
+    calls: list[int] = []
+    predictor.model.register_forward_hook(lambda m, inp, out: calls.append(inp[0].shape[0]))
+    images = [load_canonical(p) for p, _ in trained[1]]
+    predictor.predict(images)
+    assert calls == [len(images)]
+    assert predictor.predict([]) == []
+
+
+def test_multiclass_uses_argmax(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "d", n_train=12, n_val=6, n_test=3, classes=("a", "b", "c"))
+    spec = TrainSpec("test_resnet", "frozen", epochs=1, image_size=32, batch_size=6, bootstrap_resamples=0)
+    predictor = Predictor.load(train_classifier(spec, data, tmp_path / "job").artifact_path)
+    for pred in predictor.predict([load_canonical(p) for p, _ in data.test]):
+        assert pred.threshold is None and pred.positive_class is None
+        assert pred.label == max(pred.probabilities, key=pred.probabilities.__getitem__)

@@ -1,0 +1,242 @@
+"""train_classifier end to end on tiny synthetic X-rays: strategies, resume, cancellation, determinism."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models.artifact import ClassifierArtifact
+from models.backbones import create_backbone
+from pipelines.train import TrainData, TrainingCancelled, TrainSpec, positive_class_index, train_classifier
+from pipelines.training.strategies import layer_groups
+
+
+def write_xray(path: Path, positive: bool, rng: np.random.Generator, shape: tuple[int, int] = (48, 40)) -> Path:
+    """A canonical PNG: dark noise, plus a bright blob for the positive class (learnable in a few steps)."""
+    a = rng.integers(0, 80, shape).astype(np.uint8)
+    if positive:
+        r, c = rng.integers(4, shape[0] // 2), rng.integers(4, shape[1] // 2)
+        a[r : r + shape[0] // 3, c : c + shape[1] // 3] = 230
+    Image.fromarray(a, mode="L").save(path)
+    return path
+
+
+def make_dataset(
+    root: Path,
+    *,
+    n_train: int = 24,
+    n_val: int = 8,
+    n_test: int = 8,
+    classes: tuple[str, ...] = ("NORMAL", "PNEUMONIA"),
+    seed: int = 0,
+) -> TrainData:
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+
+    def split(name: str, n: int) -> list[tuple[Path, int]]:
+        items = []
+        for i in range(n):
+            y = i % len(classes)
+            path = root / f"{name}_{i}.png"
+            if len(classes) == 2:
+                write_xray(path, positive=y == positive_class_index(list(classes)), rng=rng)
+            else:  # multiclass: blob position encodes the class
+                a = rng.integers(0, 80, (40, 40)).astype(np.uint8)
+                a[:, y * 40 // len(classes) : (y + 1) * 40 // len(classes)] = 220
+                Image.fromarray(a, mode="L").save(path)
+            items.append((path, y))
+        return items
+
+    return TrainData(list(classes), split("train", n_train), split("val", n_val), split("test", n_test))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> TrainData:
+    return make_dataset(tmp_path_factory.mktemp("xrays"))
+
+
+def spec(**kw: object) -> TrainSpec:
+    base: dict = dict(
+        backbone="test_resnet", strategy="full", epochs=2, image_size=32, batch_size=8, lr=3e-3, bootstrap_resamples=200
+    )
+    base.update(kw)
+    return TrainSpec(**base)
+
+
+def initial_state(s: TrainSpec, num_classes: int = 2) -> dict[str, torch.Tensor]:
+    torch.manual_seed(s.seed)  # train_classifier seeds the same way before building the backbone
+    return {
+        k: v.clone()
+        for k, v in create_backbone(s.backbone, weights="none", num_classes=num_classes).state_dict().items()
+    }
+
+
+def test_spec_round_trip_and_validation() -> None:
+    s = spec(strategy="gradual", early_stopping_patience=2)
+    assert TrainSpec.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+    with pytest.raises(ValueError, match="strategy"):
+        spec(strategy="partial")
+    with pytest.raises(ValueError, match="unknown TrainSpec fields"):
+        TrainSpec.from_dict({**s.to_dict(), "colour": "blue"})
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [(["NORMAL", "PNEUMONIA"], 1), (["Pneumonia", "normal"], 0), (["b_sick", "a_ok"], 0), (["x", "y", "z"], None)],
+)
+def test_positive_class_rule(names: list[str], expected: int | None) -> None:
+    assert positive_class_index(names) == expected
+
+
+def test_full_learns_and_writes_artifact_and_report(data: TrainData, tmp_path: Path) -> None:
+    events: list[dict] = []
+    result = train_classifier(
+        spec(epochs=3), data, tmp_path, on_progress=events.append, extra_metadata={"job_id": "j1"}
+    )
+    assert result.val_metrics["auroc"] >= 0.9 and result.test_metrics["auroc"] >= 0.9
+    art = ClassifierArtifact.load(result.artifact_path)
+    assert art.positive_class == "PNEUMONIA" and art.threshold is not None and art.temperature > 0
+    assert art.metadata["extra_metadata"] == {"job_id": "j1"}
+    assert art.operating_point["sensitivity"] >= 0.95
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert [h["epoch"] for h in report["history"]] == [1, 2, 3]
+    assert report["test_metrics"]["auroc_ci95"] is not None
+    for png in ("roc.png", "curves.png", "calibration.png", "confusion.png"):
+        assert (tmp_path / "report" / png).stat().st_size > 1000
+    phases = [e["phase"] for e in events]
+    assert phases[-1] == "done" and {"training", "evaluating", "calibrating", "testing"} <= set(phases)
+    json.dumps(events)  # every event is JSON-able
+    epoch_ends = [e for e in events if e["phase"] == "training" and e.get("val")]
+    assert [e["epoch"] for e in epoch_ends] == [1, 2, 3]
+    assert all(e["gpu_peak_mem_mb"] is None and e["throughput_img_s"] > 0 for e in epoch_ends)
+
+
+def test_frozen_keeps_backbone_and_bn_stats_identical(data: TrainData, tmp_path: Path) -> None:
+    s = spec(strategy="frozen", epochs=2)
+    before = initial_state(s)
+    result = train_classifier(s, data, tmp_path)
+    after = ClassifierArtifact.load(result.artifact_path).state_dict
+    head = {k for k in before if k.startswith("fc.")}
+    assert any("running_mean" in k for k in before)
+    for k, v in before.items():
+        if k in head:
+            assert not torch.equal(v, after[k]), k
+        else:
+            assert torch.equal(v, after[k]), f"{k} changed in frozen strategy"
+
+
+def test_gradual_unfreezes_top_down_with_lower_lrs(data: TrainData, tmp_path: Path) -> None:
+    s = spec(strategy="gradual", epochs=3, unfreeze_every=1, layer_decay=0.5, warmup_epochs=0)
+    before = initial_state(s)
+    events: list[dict] = []
+    result = train_classifier(s, data, tmp_path, on_progress=events.append)
+    epoch_ends = [e for e in events if e["phase"] == "training" and e.get("val")]
+    assert [e["unfrozen_groups"] for e in epoch_ends] == [1, 2, 3]
+    n = epoch_ends[0]["total_groups"]
+    for e in epoch_ends:
+        groups = sorted(int(g) for g in e["lr_by_group"])
+        assert groups == list(range(n - e["unfrozen_groups"], n))  # always the top groups
+        lrs = [e["lr_by_group"][str(g)] for g in groups]
+        assert all(lo < hi for lo, hi in zip(lrs, lrs[1:], strict=False))  # earlier group, lower lr
+        assert lrs[-1] == pytest.approx(e["lr"])
+    # Groups never unfrozen (all but the top three) keep their initial weights.
+    after = ClassifierArtifact.load(result.artifact_path).state_dict
+    model = create_backbone("test_resnet", weights="none", num_classes=2)
+    never = [name for g in layer_groups(model)[: n - 3] for name in g]
+    assert never and all(torch.equal(before[k], after[k]) for k in never)
+
+
+def test_full_uses_layer_decay(data: TrainData, tmp_path: Path) -> None:
+    events: list[dict] = []
+    train_classifier(spec(epochs=1, layer_decay=0.5), data, tmp_path, on_progress=events.append)
+    e = [e for e in events if e["phase"] == "training" and e.get("val")][0]
+    n = e["total_groups"]
+    assert e["unfrozen_groups"] == n and len(e["lr_by_group"]) == n
+    for g in range(n - 1):
+        assert e["lr_by_group"][str(g)] == pytest.approx(e["lr_by_group"][str(g + 1)] * 0.5)
+
+
+def test_resume_continues_after_last_checkpoint(data: TrainData, tmp_path: Path) -> None:
+    s = spec(epochs=3)
+    stop_after = {"steps": 0}
+
+    def stop_in_epoch_two() -> bool:
+        stop_after["steps"] += 1
+        return stop_after["steps"] > 4  # 3 steps per epoch: epoch 1 completes, epoch 2 is interrupted
+
+    with pytest.raises(TrainingCancelled):
+        train_classifier(s, data, tmp_path, should_stop=stop_in_epoch_two)
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["config"]["spec"] == s.to_dict()
+    assert {"model", "optimizer", "scheduler", "best_metric", "model_args", "rng"} <= set(ckpt)
+    events: list[dict] = []
+    result = train_classifier(s, data, tmp_path, on_progress=events.append)
+    trained_epochs = sorted({e["epoch"] for e in events if e["phase"] == "training" and e.get("val")})
+    assert trained_epochs == [2, 3]  # epoch 1 was not retrained
+    assert min(e["step"] for e in events if e["phase"] == "training") > 3
+    assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 3
+    assert result.report_path is not None
+    report = json.loads(result.report_path.read_text())
+    assert [h["epoch"] for h in report["history"]] == [1, 2, 3]
+    # The interrupted-then-resumed run equals an uninterrupted one (per-epoch seeded order and augmentation).
+    fresh = train_classifier(s, data, tmp_path / "fresh")
+    a = ClassifierArtifact.load(result.artifact_path).state_dict
+    b = ClassifierArtifact.load(fresh.artifact_path).state_dict
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+
+
+def test_cancel_keeps_checkpoint_and_writes_nothing_new(data: TrainData, tmp_path: Path) -> None:
+    s = spec(epochs=2)
+    calls = {"n": 0}
+
+    def stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 3  # after epoch 1's three steps
+
+    with pytest.raises(TrainingCancelled):
+        train_classifier(s, data, tmp_path, should_stop=stop)
+    ckpt_path = tmp_path / "checkpoints" / "last.pt"
+    assert torch.load(ckpt_path, weights_only=True)["epoch"] == 1
+    assert not (tmp_path / "model.pt").exists()
+    mtime = ckpt_path.stat().st_mtime_ns
+    with pytest.raises(TrainingCancelled):
+        train_classifier(s, data, tmp_path, should_stop=lambda: True)
+    assert ckpt_path.stat().st_mtime_ns == mtime
+
+
+def test_checkpoint_for_other_spec_is_not_resumed(data: TrainData, tmp_path: Path) -> None:
+    train_classifier(spec(epochs=1), data, tmp_path)
+    events: list[dict] = []
+    train_classifier(spec(epochs=1, lr=1e-3), data, tmp_path, on_progress=events.append)
+    assert [e["epoch"] for e in events if e["phase"] == "training" and e.get("val")] == [1]
+
+
+def test_deterministic_given_seed(data: TrainData, tmp_path: Path) -> None:
+    s = spec(epochs=2, class_balance="sampler")
+    r1 = train_classifier(s, data, tmp_path / "a")
+    r2 = train_classifier(s, data, tmp_path / "b")
+    a, b = ClassifierArtifact.load(r1.artifact_path), ClassifierArtifact.load(r2.artifact_path)
+    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    assert r1.val_metrics == r2.val_metrics and r1.test_metrics == r2.test_metrics
+    assert a.temperature == b.temperature and a.threshold == b.threshold
+
+
+def test_tiny_and_single_class_splits_do_not_crash(tmp_path: Path) -> None:
+    d = make_dataset(tmp_path / "d", n_train=6, n_val=1, n_test=1)  # one image each: a single class
+    result = train_classifier(spec(epochs=1, strategy="frozen", batch_size=4), d, tmp_path / "out")
+    assert result.val_metrics["auroc"] is None and result.val_metrics["notes"]
+    assert result.test_metrics["auroc"] is None and result.test_metrics["auroc_ci95"] is None
+    assert (tmp_path / "out" / "report" / "roc.png").exists()
+
+
+def test_multiclass_uses_argmax_and_macro_auroc(tmp_path: Path) -> None:
+    d = make_dataset(tmp_path / "d", n_train=24, n_val=9, n_test=9, classes=("bacterial", "normal", "viral"))
+    result = train_classifier(spec(epochs=3, strategy="full"), d, tmp_path / "out")
+    art = ClassifierArtifact.load(result.artifact_path)
+    assert art.positive_class is None and art.threshold is None
+    assert result.test_metrics["auroc"] is not None and len(result.test_metrics["confusion_matrix"]) == 3
