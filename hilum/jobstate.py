@@ -38,8 +38,9 @@ class JobProgress:
 
     def __call__(self, event: dict[str, Any]) -> None:
         now = time.monotonic()
-        epoch_boundary = event.get("phase") != "training" or event.get("step") == event.get("steps_per_epoch")
-        if not epoch_boundary and now - self._last_write < self.interval_s:
+        # Epoch ends (they carry validation metrics) and phase changes are always written.
+        milestone = event.get("phase") != "training" or bool(event.get("val"))
+        if not milestone and now - self._last_write < self.interval_s:
             return
         self._last_write = now
         with session_scope(self.url) as session:
@@ -101,6 +102,7 @@ def claim_job(url: str, job_id: str, *, worker: str, lease_s: float, max_attempt
                 attempts=Job.attempts + 1,
                 started_at=func.coalesce(Job.started_at, now),
             )
+            .execution_options(synchronize_session=False)
         )
         return Claim.TAKEN if result.rowcount == 1 else Claim.BUSY  # type: ignore[attr-defined]
 

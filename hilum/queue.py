@@ -39,6 +39,11 @@ def make_celery(settings: Settings) -> Celery:
         worker_max_tasks_per_child=1,  # a fresh process per job returns GPU memory to the driver
         worker_send_task_events=False,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout_s},
+        broker_transport_options={
+            "visibility_timeout": settings.broker_visibility_timeout_s,
+            # sweep for messages of dead workers every interval (kombu's default scans every 10th)
+            "unacked_restore_interval": settings.broker_restore_interval_s,
+            "unacked_restore_throttle": 1,
+        },
     )
     return app

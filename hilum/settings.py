@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     job_max_attempts: int = 3
     job_lease_s: float = 60.0
     broker_visibility_timeout_s: int = 3600
+    broker_restore_interval_s: int = 10
     worker_queues: str = "gpu,ingest"
     worker_concurrency: int = 1
     model_cache_size: int = 4

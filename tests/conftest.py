@@ -104,6 +104,18 @@ class Stack:
         self.procs[f"worker-{name}"] = proc
         return proc
 
+    def wait_worker_ready(self, name: str, timeout: float = 90) -> None:
+        """Wait for the worker's "ready" line in its log (bounded)."""
+        log = self.logs / f"worker-{name}.log"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if log.exists() and " ready." in log.read_text(errors="replace"):
+                return
+            if self.procs[f"worker-{name}"].poll() is not None:
+                raise RuntimeError(f"worker {name} exited:\n" + log.read_text()[-3000:])
+            time.sleep(0.2)
+        raise RuntimeError(f"worker {name} not ready within {timeout} s")
+
     def start_api(self) -> None:
         log = open(self.logs / "api.log", "ab")  # noqa: SIM115
         port = int(self.base_url.rsplit(":", 1)[1])

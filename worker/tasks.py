@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Task
 
-from hilum.jobstate import Claim
+from hilum.jobstate import Claim, finish_job
 from hilum.queue import INGEST_TASK, TRAIN_TASK
 from hilum.settings import get_settings
 from worker.celery_app import app
@@ -20,6 +20,11 @@ def ingest_dataset(dataset_id: str) -> None:
 @app.task(name=TRAIN_TASK, bind=True, max_retries=None)
 def train_job(self: Task, job_id: str) -> None:
     settings = get_settings()
-    if run_training_job(settings, job_id) == Claim.BUSY:
+    try:
+        outcome = run_training_job(settings, job_id, worker=self.request.hostname or "")
+    except Exception as exc:  # never leave a job 'running' with no message left to finish it
+        finish_job(settings.resolved_database_url, job_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    if outcome == Claim.BUSY:
         # Another live worker holds this job (a redelivered message): look again after one lease.
         raise self.retry(countdown=settings.job_lease_s)

@@ -22,7 +22,7 @@ from pipelines.train import TrainData, TrainingCancelled, TrainSpec, train_class
 log = logging.getLogger(__name__)
 
 
-def run_training_job(settings: Settings, job_id: str) -> str:
+def run_training_job(settings: Settings, job_id: str, *, worker: str = "") -> str:
     """Train job ``job_id`` to a registered model version; idempotent by job id.
 
     Returns the claim outcome; ``Claim.BUSY`` means another live worker holds the job.
@@ -30,7 +30,11 @@ def run_training_job(settings: Settings, job_id: str) -> str:
     url = settings.resolved_database_url
     storage = Storage(settings.data_dir)
     claim = claim_job(
-        url, job_id, worker=worker_name(), lease_s=settings.job_lease_s, max_attempts=settings.job_max_attempts
+        url,
+        job_id,
+        worker=f"{worker or socket.gethostname()}:{os.getpid()}",
+        lease_s=settings.job_lease_s,
+        max_attempts=settings.job_max_attempts,
     )
     if claim != Claim.TAKEN:
         log.info("job %s: %s", job_id, claim)
@@ -84,10 +88,6 @@ def run_training_job(settings: Settings, job_id: str) -> str:
         job.metrics = metrics
         job.status, job.finished_at = "succeeded", utcnow()
     return Claim.DONE
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def build_train_data(storage: Storage, dataset_id: str, *, seed: int) -> TrainData:

@@ -54,6 +54,7 @@ class JobPublic(BaseModel):
     metrics: dict[str, Any] | None = None
     error: str | None = None
     attempts: int = 0
+    worker: str | None = Field(None, description="the Celery worker that ran (or runs) the job")
     cancel_requested: bool = False
     model_version: int | None = None
     created_at: datetime

@@ -347,3 +347,24 @@ def test_unexpected_decoder_error_becomes_rejection(cxr: np.ndarray, monkeypatch
     monkeypatch.setattr(imaging, "_dicom_values", explode)
     with pytest.raises(ImageRejected, match="DICOM file is damaged"):
         decode_image(dicom_bytes(cxr))
+
+
+def test_dicom_values_never_logged(cxr: np.ndarray, caplog: pytest.LogCaptureFixture) -> None:
+    """pydicom's validation would log invalid values verbatim (patient data); decoding must not."""
+    import logging
+    import warnings
+
+    ds = pydicom.dcmread(io.BytesIO(dicom_bytes(cxr, patient_id="PHI-" + "7" * 80)))
+    ds.BodyPartExamined = "PHI-doe^john chest"  # invalid CS, and a tag the decoder reads
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.save_as(buf)
+    caplog.clear()
+    caplog.set_level(logging.DEBUG)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        d = decode_image(buf.getvalue())
+    assert d.patient_id is not None and d.patient_id.startswith("PHI-")
+    assert "PHI-" not in caplog.text
+    assert not [w for w in caught if "PHI-" in str(w.message)]

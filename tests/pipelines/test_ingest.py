@@ -366,3 +366,13 @@ def test_top_folder_with_stray_root_file(tmp_path: Path) -> None:
     report = ingest_archive(z, tmp_path / "ds", CONFIG)
     assert report.rejected == [{"file": "README.txt", "reason": "file is not inside a class folder"}]
     assert report.class_counts == {"NORMAL": 1, "PNEUMONIA": 1}
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (37, 100), (512, 311)])
+def test_encode_png_is_lossless(shape: tuple[int, int]) -> None:
+    from pipelines.ingest import encode_png
+
+    arr = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
+    with Image.open(io.BytesIO(encode_png(arr))) as img:
+        assert img.mode == "L"
+        np.testing.assert_array_equal(np.asarray(img), arr)
