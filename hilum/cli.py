@@ -14,6 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hilum", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="start the API, a worker and (without REDIS_URL) an embedded Redis")
+    sub.add_parser("worker", help="start only this host's workers (one per GPU) against the shared REDIS_URL")
     sub.add_parser("migrate", help="apply database migrations")
     synth = sub.add_parser("synth", help="write a synthetic chest X-ray dataset")
     add_synth_arguments(synth)
@@ -33,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         from hilum.launcher import run
 
         return run(settings)
+    if args.command == "worker":
+        from hilum.launcher import run_workers
+
+        return run_workers(settings)
     if args.command == "migrate":
         from hilum.migrate import upgrade_to_head
 

@@ -15,5 +15,6 @@ def ingest_config(settings: Settings) -> IngestConfig:
             max_files=settings.archive_max_files,
             max_total_bytes=settings.archive_max_total_bytes,
             max_ratio=settings.archive_max_ratio,
+            max_member_bytes=settings.archive_max_member_bytes,
         ),
     )

@@ -89,30 +89,7 @@ def run(settings: Settings) -> int:
         print(f"embedded Redis at {env['REDIS_URL']}", flush=True)
     env.pop("HILUM_REDIS_URL", None)
 
-    procs.append(
-        (
-            "worker",
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "worker.celery_app",
-                    "worker",
-                    "-Q",
-                    settings.worker_queues,
-                    "-c",
-                    str(settings.worker_concurrency),
-                    "--loglevel",
-                    "INFO",
-                    "-n",
-                    f"hilum@{socket.gethostname()}",
-                ],
-                env=env,
-            ),
-        )
-    )
+    procs.extend(start_workers(settings, env))
     procs.append(
         (
             "api",
@@ -134,6 +111,50 @@ def run(settings: Settings) -> int:
     )
     print(f"Hilum API on http://{settings.host}:{settings.port} (docs at /docs); Ctrl-C stops it", flush=True)
 
+    return supervise(procs)
+
+
+def visible_gpus(setting: str) -> list[str]:
+    """GPU indices for ``HILUM_WORKER_GPUS``: "" = none (one CPU worker), "auto" = all CUDA devices, or "0,1"."""
+    if setting == "auto":
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    return [g.strip() for g in setting.split(",") if g.strip()]
+
+
+def worker_commands(settings: Settings, base_env: dict[str, str]) -> list[tuple[str, list[str], dict[str, str]]]:
+    """One Celery worker process per GPU (each sees only its GPU), or one when there is none."""
+    host = socket.gethostname()
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "-Q",
+        settings.worker_queues,
+        "-c",
+        str(settings.worker_concurrency),
+        "--loglevel",
+        "INFO",
+    ]
+    gpus = visible_gpus(settings.worker_gpus)
+    if not gpus:
+        return [("worker", [*argv, "-n", f"hilum@{host}"], base_env)]
+    return [
+        (f"worker-gpu{gpu}", [*argv, "-n", f"gpu{gpu}@{host}"], dict(base_env, CUDA_VISIBLE_DEVICES=gpu))
+        for gpu in gpus
+    ]
+
+
+def start_workers(settings: Settings, env: dict[str, str]) -> list[tuple[str, subprocess.Popen[bytes]]]:
+    return [(name, subprocess.Popen(argv, env=penv)) for name, argv, penv in worker_commands(settings, env)]
+
+
+def supervise(procs: list[tuple[str, subprocess.Popen[bytes]]]) -> int:
+    """Wait for Ctrl-C/SIGTERM or for one process to exit; then stop them all."""
     stopping = False
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -152,6 +173,17 @@ def run(settings: Settings) -> int:
         time.sleep(0.2)
     stop_all(procs)
     return code
+
+
+def run_workers(settings: Settings) -> int:
+    """`hilum worker`: only the workers of this host (one per GPU), joining the shared Redis and database."""
+    if not settings.redis_url:
+        print("REDIS_URL must point at the shared Redis for a worker-only host", flush=True)
+        return 2
+    env = dict(os.environ, REDIS_URL=settings.redis_url)
+    procs = start_workers(settings, env)
+    print(f"started {len(procs)} worker process(es): {', '.join(n for n, _ in procs)}", flush=True)
+    return supervise(procs)
 
 
 def stop_all(procs: list[tuple[str, subprocess.Popen[bytes]]], grace_s: float = 15.0) -> None:

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     archive_max_files: int = 100_000
     archive_max_total_bytes: int = 32 * 2**30
     archive_max_ratio: float = 200.0
+    archive_max_member_bytes: int = 512 * 2**20
 
     job_max_attempts: int = 3
     job_lease_s: float = 60.0
@@ -43,6 +44,7 @@ class Settings(BaseSettings):
     broker_restore_interval_s: int = 10
     worker_queues: str = "gpu,ingest"
     worker_concurrency: int = 1
+    worker_gpus: str = Field("", description='"" (CPU), "auto" (every CUDA device) or e.g. "0,1": one worker each')
     model_cache_size: int = 4
     micro_batching: bool = True
     batch_max_size: int = 16

@@ -21,6 +21,9 @@ PG_ADMIN_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"
 REPO = Path(__file__).resolve().parents[1]
 # Our own Redis database numbers, one per stack, flushed before and after use.
 REDIS_DBS = {"sqlite": 11, "postgres": 12}
+# The processes the tests start are the ones docker-compose.yml names (tests/test_deploy.py checks).
+API_COMMAND = ["uvicorn", "service.app:create_app", "--factory"]
+WORKER_COMMAND = ["celery", "-A", "worker.celery_app", "worker"]
 
 
 def free_port() -> int:
@@ -80,10 +83,7 @@ class Stack:
             [
                 sys.executable,
                 "-m",
-                "celery",
-                "-A",
-                "worker.celery_app",
-                "worker",
+                *WORKER_COMMAND,
                 "-Q",
                 queues,
                 "-c",
@@ -123,9 +123,7 @@ class Stack:
             [
                 sys.executable,
                 "-m",
-                "uvicorn",
-                "service.app:create_app",
-                "--factory",
+                *API_COMMAND,
                 "--host",
                 "127.0.0.1",
                 "--port",

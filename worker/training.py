@@ -7,6 +7,8 @@ import os
 import socket
 from pathlib import Path
 
+import torch
+
 from hilum.db import session_scope
 from hilum.jobstate import Claim, Heartbeat, JobProgress, claim_job, finish_job
 from hilum.registry import register_version
@@ -67,7 +69,7 @@ def run_training_job(settings: Settings, job_id: str, *, worker: str = "") -> st
         return Claim.DONE
     except Exception as exc:
         log.exception("job %s failed", job_id)
-        finish_job(url, job_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        finish_job(url, job_id, "failed", error=describe_failure(exc, spec))
         return Claim.DONE
 
     with session_scope(url) as session:
@@ -107,3 +109,13 @@ def build_train_data(storage: Storage, dataset_id: str, *, seed: int) -> TrainDa
         val=as_pairs(splits["val"]),
         test=as_pairs(splits["test"]),
     )
+
+
+def describe_failure(exc: Exception, spec: TrainSpec) -> str:
+    """The job's error message: what went wrong, and for known causes what to change."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return (
+            f"CUDA out of memory at batch_size={spec.batch_size}, image_size={spec.image_size} "
+            f"({spec.backbone}); submit again with a smaller batch_size or image_size"
+        )
+    return f"{type(exc).__name__}: {exc}"

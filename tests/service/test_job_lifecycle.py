@@ -28,9 +28,7 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 @pytest.fixture(scope="module")
 def durable(tmp_path_factory: pytest.TempPathFactory, redis_available: None) -> Iterator[Stack]:
     stack, _ = make_stack(tmp_path_factory.mktemp("durable"), "sqlite", redis_db=14)
-    stack.env.update(
-        HILUM_JOB_LEASE_S="4", HILUM_BROKER_VISIBILITY_TIMEOUT_S="8", HILUM_BROKER_RESTORE_INTERVAL_S="2"
-    )
+    stack.env.update(HILUM_JOB_LEASE_S="4", HILUM_BROKER_VISIBILITY_TIMEOUT_S="8", HILUM_BROKER_RESTORE_INTERVAL_S="2")
     try:
         stack.start_api()
         yield stack
@@ -197,3 +195,30 @@ def test_idempotency_key_returns_the_same_job(durable: Stack, dataset_id: str) -
         listed = client.get("/v1/jobs", params={"dataset_id": dataset_id, "status": "queued"}).json()
         assert [j["id"] for j in listed].count(first.json()["id"]) == 1
         client.post(f"/v1/jobs/{first.json()['id']}/cancel")
+
+
+def test_api_restart_and_redelivery_neither_lose_nor_repeat_jobs(durable: Stack, dataset_id: str) -> None:
+    from celery import Celery
+
+    worker = durable.start_worker("r1")
+    try:
+        with durable.client() as client:
+            job = submit(client, dataset_id, epochs=2, model_name="restart")
+            wait_until(client, job["id"], lambda j: j["status"] == "running")
+            before = client.get("/v1/jobs").json()
+        api = durable.procs.pop("api")  # the API goes away mid-job and comes back
+        api.terminate()
+        api.wait(timeout=30)
+        durable.start_api()
+        with durable.client() as client:
+            assert [j["id"] for j in client.get("/v1/jobs").json()] == [j["id"] for j in before]
+            done = wait_for(client, f"/v1/jobs/{job['id']}", TERMINAL, timeout=180)
+            assert done["status"] == "succeeded" and done["attempts"] == 1
+            # the same message delivered again (as after a lost ack) must not train or register again
+            Celery(broker=durable.env["REDIS_URL"]).send_task("hilum.train", args=[job["id"]], queue="gpu")
+            time.sleep(6)
+            again = client.get(f"/v1/jobs/{job['id']}").json()
+            assert again["attempts"] == 1 and again["finished_at"] == done["finished_at"]
+            assert [v["version"] for v in client.get("/v1/models/restart").json()["versions"]] == [1]
+    finally:
+        stop(worker)
