@@ -116,12 +116,14 @@ def test_full_learns_and_writes_artifact_and_report(data: TrainData, tmp_path: P
     assert all(e["gpu_peak_mem_mb"] is None and e["throughput_img_s"] > 0 for e in epoch_ends)
 
 
-def test_frozen_keeps_backbone_and_bn_stats_identical(data: TrainData, tmp_path: Path) -> None:
-    s = spec(strategy="frozen", epochs=2)
+@pytest.mark.parametrize("backbone", ["test_resnet", "test_efficientnet"])
+def test_frozen_keeps_backbone_and_bn_stats_identical(data: TrainData, tmp_path: Path, backbone: str) -> None:
+    s = spec(strategy="frozen", epochs=2, backbone=backbone)
     before = initial_state(s)
     result = train_classifier(s, data, tmp_path)
     after = ClassifierArtifact.load(result.artifact_path).state_dict
-    head = {k for k in before if k.startswith("fc.")}
+    head = set(layer_groups(create_backbone(backbone, weights="none", num_classes=2))[-1])
+    assert head and head <= set(before)
     assert any("running_mean" in k for k in before)
     for k, v in before.items():
         if k in head:
@@ -149,6 +151,12 @@ def test_gradual_unfreezes_top_down_with_lower_lrs(data: TrainData, tmp_path: Pa
     model = create_backbone("test_resnet", weights="none", num_classes=2)
     never = [name for g in layer_groups(model)[: n - 3] for name in g]
     assert never and all(torch.equal(before[k], after[k]) for k in never)
+    # ...and so do the BatchNorm running statistics of those groups (frozen BN stays in eval mode).
+    prefixes = {k.rsplit(".", 1)[0] for k in never}
+    stats = [k for k in before if "running_" in k and k.rsplit(".", 1)[0] in prefixes]
+    assert stats and all(torch.equal(before[k], after[k]) for k in stats)
+    trained = [k for k in before if "running_" in k and k.startswith("layer4")]
+    assert any(not torch.equal(before[k], after[k]) for k in trained)
 
 
 def test_full_uses_layer_decay(data: TrainData, tmp_path: Path) -> None:
@@ -240,3 +248,65 @@ def test_multiclass_uses_argmax_and_macro_auroc(tmp_path: Path) -> None:
     art = ClassifierArtifact.load(result.artifact_path)
     assert art.positive_class is None and art.threshold is None
     assert result.test_metrics["auroc"] is not None and len(result.test_metrics["confusion_matrix"]) == 3
+
+
+def test_early_stopping_on_flat_validation_auroc(data: TrainData, tmp_path: Path) -> None:
+    # lr so small nothing changes: val AUROC never improves after epoch 1, so patience 1 stops after epoch 2.
+    result = train_classifier(spec(epochs=5, lr=1e-12, early_stopping_patience=1), data, tmp_path)
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["stopped_early"] and [h["epoch"] for h in report["history"]] == [1, 2]
+    assert result.best_epoch == 1
+
+
+def test_trains_from_local_imagenet_weights(data: TrainData, tmp_path: Path) -> None:
+    import safetensors.torch
+    import timm
+
+    from models.weights import LocalWeights
+
+    torch.manual_seed(7)
+    imagenet = timm.create_model("test_resnet", pretrained=False).state_dict()
+    path = tmp_path / "test_resnet.safetensors"
+    safetensors.torch.save_file({k: v.contiguous() for k, v in imagenet.items()}, str(path))
+    result = train_classifier(spec(strategy="frozen", epochs=1), data, tmp_path / "job", weights=LocalWeights(path))
+    art = ClassifierArtifact.load(result.artifact_path)
+    # Frozen backbone: the artifact still holds the file's weights, first conv summed over RGB by timm.
+    torch.testing.assert_close(art.state_dict["conv1.0.weight"], imagenet["conv1.0.weight"].sum(1, keepdim=True))
+    assert torch.equal(art.state_dict["layer3.0.conv2.weight"], imagenet["layer3.0.conv2.weight"])
+    assert art.metadata["weights"] == "local:test_resnet.safetensors"
+
+
+def test_frozen_features_are_computed_once_per_image(
+    data: TrainData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipelines.training.loop as loop
+
+    seen: list[int] = []
+    real = loop.pooled_features
+
+    def counting(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.shape[0])
+        return real(model, x)
+
+    monkeypatch.setattr(loop, "pooled_features", counting)
+    train_classifier(spec(strategy="frozen", epochs=4), data, tmp_path)
+    assert sum(seen) == len(data.train) + len(data.val)  # not once per epoch
+
+
+def test_finished_run_is_not_retrained(data: TrainData, tmp_path: Path) -> None:
+    first = train_classifier(spec(epochs=1), data, tmp_path)
+    events: list[dict] = []
+    second = train_classifier(spec(epochs=1), data, tmp_path, on_progress=events.append)
+    assert not [e for e in events if e["phase"] == "training"]
+    assert second.val_metrics == first.val_metrics and second.test_metrics == first.test_metrics
+
+
+@pytest.mark.parametrize("strategy", ["frozen", "full"])
+def test_empty_validation_and_test_splits_do_not_crash(tmp_path: Path, strategy: str) -> None:
+    d = make_dataset(tmp_path / "d", n_train=6, n_val=0, n_test=0)
+    result = train_classifier(spec(epochs=2, strategy=strategy, batch_size=4), d, tmp_path / "out")
+    assert result.best_epoch == 2  # nothing to select on: the latest weights are kept
+    assert result.val_metrics["n"] == 0 and result.val_metrics["auroc"] is None
+    assert result.test_metrics["n"] == 0 and result.test_metrics["notes"]
+    art = ClassifierArtifact.load(result.artifact_path)
+    assert art.threshold == 0.5 and "no positive" in art.operating_point["note"]
