@@ -31,6 +31,14 @@ Every `/v1` endpoint needs `Authorization: Bearer <key>`. Roles: **admin** (ever
 """
 
 
+def micro_batching_enabled(settings: Settings) -> bool:
+    if settings.micro_batching is not None:
+        return settings.micro_batching
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; the database is migrated and an admin key ensured at start-up."""
     settings = settings or get_settings()
@@ -48,9 +56,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Hilum", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.celery = make_celery(settings)
-    app.state.model_cache = ModelCache(max_models=settings.model_cache_size)
+    app.state.model_cache = ModelCache(max_models=settings.model_cache_size, max_bytes=settings.model_cache_mb * 2**20)
     app.state.batcher = MicroBatcher(
-        max_batch=settings.batch_max_size, max_wait_ms=settings.batch_max_wait_ms, enabled=settings.micro_batching
+        max_batch=settings.batch_max_size,
+        max_wait_ms=settings.batch_max_wait_ms,
+        enabled=micro_batching_enabled(settings),
     )
 
     @app.exception_handler(ServiceError)

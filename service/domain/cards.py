@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ def model_card(session: Session, storage: Storage, row: ModelVersion) -> dict[st
     artifact = ClassifierArtifact.load(storage.resolve(row.artifact_path))
     dataset = session.get(Dataset, row.dataset_id)
     report = (dataset.report or {}) if dataset else {}
+    meta = artifact.metadata
     return {
         "model": row.model_name,
         "version": row.version,
@@ -49,10 +51,14 @@ def model_card(session: Session, storage: Storage, row: ModelVersion) -> dict[st
             "class_counts": report.get("class_counts"),
             "patients": report.get("patient_count"),
             "imbalance_ratio": report.get("imbalance_ratio"),
-            "source_formats": report.get("source_formats"),
+            "source_formats": report.get("formats"),
         },
         "training": {
-            k: artifact.metadata.get(k) for k in ("job_spec", "job_id", "library_versions") if k in artifact.metadata
+            "job_id": row.job_id,
+            "spec": meta.get("spec"),
+            "weights": meta.get("weights"),
+            "best_epoch": meta.get("best_epoch"),
+            "library_versions": meta.get("library_versions"),
         },
         "validation": artifact.metrics.get("val"),
         "test": artifact.metrics.get("test"),
@@ -69,7 +75,12 @@ def onnx_file(storage: Storage, row: ModelVersion) -> Path:
     artifact_path = storage.resolve(row.artifact_path)
     target = artifact_path.with_suffix(".onnx")
     if not target.exists():
-        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-        export_onnx(ClassifierArtifact.load(artifact_path), partial)
-        os.replace(partial, target)
+        # Unique per call: concurrent first requests (threads of one process, or several processes)
+        # each export to their own file, and the last os.replace wins with a complete one.
+        partial = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.partial")
+        try:
+            export_onnx(ClassifierArtifact.load(artifact_path), partial)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
     return target

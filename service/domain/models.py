@@ -25,6 +25,14 @@ from service.schemas.models import BatchItem, BatchPrediction, ModelPublic, Mode
 
 DEFAULT_ALIAS = "production"
 ALIAS_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+# Names that are path segments of the alias routes, so never aliases.
+RESERVED_ALIASES = frozenset({"history"})
+# What a DICOM must declare to be predicted on: a projection X-ray modality, and a body part that is
+# one of these or absent (PNG and JPEG carry neither and are taken as they are).
+CHEST_XRAY_DICOM: dict[str, frozenset[str]] = {
+    "modality": frozenset({"CR", "DX", "DR"}),
+    "body_part": frozenset({"CHEST"}),
+}
 
 
 def list_models(session: Session) -> list[ModelPublic]:
@@ -62,16 +70,19 @@ def resolve_version(
     if version is not None:
         row = session.scalar(query.where(ModelVersion.version == version))
         if row is None:
+            _require_model(session, name)
             raise NotFound(f"model '{name}' has no version {version}")
         return row
     target = session.get(ModelAlias, (name, alias or DEFAULT_ALIAS))
     if target is not None:
         row = session.scalar(query.where(ModelVersion.version == target.version))
-        assert row is not None
+        if row is None:
+            raise NotFound(
+                f"alias '{target.alias}' of model '{name}' points at version {target.version}, which is gone"
+            )
         return row
     if alias is not None:
-        if session.scalar(query.limit(1)) is None:
-            raise NotFound(f"model '{name}' not found")
+        _require_model(session, name)
         raise NotFound(f"model '{name}' has no alias '{alias}'")
     row = session.scalar(query.order_by(ModelVersion.version.desc()).limit(1))
     if row is None:
@@ -79,10 +90,17 @@ def resolve_version(
     return row
 
 
+def _require_model(session: Session, name: str) -> None:
+    if session.scalar(select(ModelVersion.id).where(ModelVersion.model_name == name).limit(1)) is None:
+        raise NotFound(f"model '{name}' not found")
+
+
 def set_alias(session: Session, name: str, alias: str, version: int, *, actor: str) -> ModelAlias:
     """Point ``alias`` at ``version`` (recorded with who and when)."""
     if not ALIAS_PATTERN.match(alias):
         raise Invalid(f"alias '{alias}' is not valid: lowercase letters, digits, '-' and '_', 64 at most")
+    if alias in RESERVED_ALIASES:
+        raise Invalid(f"alias '{alias}' is reserved; choose another name")
     resolve_version(session, name, version=version)
     row = session.get(ModelAlias, (name, alias))
     previous = row.version if row else None
@@ -101,10 +119,29 @@ def alias_history(session: Session, name: str) -> list[AliasEvent]:
 
 
 def decode_upload(data: bytes, *, max_side: int) -> DecodedImage:
+    """Decode an uploaded image, refusing files the models were not made for (see ``CHEST_XRAY_DICOM``)."""
     try:
-        return decode_image(data, max_side=max_side)
+        decoded = decode_image(data, max_side=max_side)
     except ImageRejected as exc:
         raise Invalid(f"cannot use this file: {exc}") from exc
+    if decoded.dicom is not None:
+        check_chest_xray(decoded.dicom.modality, decoded.dicom.body_part)
+    return decoded
+
+
+def check_chest_xray(modality: str | None, body_part: str | None) -> None:
+    """Raise Invalid unless a DICOM's Modality and BodyPartExamined fit ``CHEST_XRAY_DICOM``."""
+    modalities, body_parts = CHEST_XRAY_DICOM["modality"], CHEST_XRAY_DICOM["body_part"]
+    if (modality or "").upper() not in modalities:
+        raise Invalid(
+            f"cannot use this file: DICOM Modality is {modality or 'missing'}; "
+            f"only chest X-rays ({', '.join(sorted(modalities))}) are accepted"
+        )
+    if body_part is not None and body_part.upper() not in body_parts:
+        raise Invalid(
+            f"cannot use this file: DICOM BodyPartExamined is {body_part}; "
+            f"only {', '.join(sorted(body_parts))} (or none given) is accepted"
+        )
 
 
 async def predict(
