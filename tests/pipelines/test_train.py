@@ -114,6 +114,10 @@ def test_full_learns_and_writes_artifact_and_report(data: TrainData, tmp_path: P
     epoch_ends = [e for e in events if e["phase"] == "training" and e.get("val")]
     assert [e["epoch"] for e in epoch_ends] == [1, 2, 3]
     assert all(e["gpu_peak_mem_mb"] is None and e["throughput_img_s"] > 0 for e in epoch_ends)
+    steps = [e for e in events if e["phase"] == "training"]
+    assert [e["epoch"] for e in steps] == sorted(e["epoch"] for e in steps) and {e["epoch"] for e in steps} == {1, 2, 3}
+    assert all(e["steps_per_epoch"] == 3 and e["epochs"] == 3 and e["eta_s"] is not None for e in steps)
+    assert steps[-1]["step"] == 9 and steps[-1]["eta_s"] == 0.0
 
 
 @pytest.mark.parametrize("backbone", ["test_resnet", "test_efficientnet"])
@@ -310,3 +314,9 @@ def test_empty_validation_and_test_splits_do_not_crash(tmp_path: Path, strategy:
     assert result.test_metrics["n"] == 0 and result.test_metrics["notes"]
     art = ClassifierArtifact.load(result.artifact_path)
     assert art.threshold == 0.5 and "no positive" in art.operating_point["note"]
+
+
+def test_cancel_while_caching_frozen_features(data: TrainData, tmp_path: Path) -> None:
+    with pytest.raises(TrainingCancelled, match="caching"):
+        train_classifier(spec(strategy="frozen"), data, tmp_path, should_stop=lambda: True)
+    assert not (tmp_path / "checkpoints" / "last.pt").exists() and not (tmp_path / "model.pt").exists()

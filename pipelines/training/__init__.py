@@ -1,0 +1,1 @@
+"""Training engine: spec, data, strategies, loop, calibration, evaluation and report."""
