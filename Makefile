@@ -20,6 +20,7 @@ services:
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy hilum service worker pipelines models bench
 
 test: $(STAMP) services lint
 	$(PY) -m pytest -q

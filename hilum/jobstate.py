@@ -35,14 +35,20 @@ class JobProgress:
         self._last_write = 0.0
         self._last_poll = 0.0
         self._cancelled = False
+        self._latest_val: dict[str, Any] | None = None
+        self._written_val: dict[str, Any] | None = None
 
     def __call__(self, event: dict[str, Any]) -> None:
         now = time.monotonic()
+        if event.get("val"):
+            self._latest_val = event["val"]
+        else:  # mid-epoch events keep showing the latest validation metrics
+            event = {**event, "val": self._latest_val}
         # Epoch ends (they carry validation metrics) and phase changes are always written.
-        milestone = event.get("phase") != "training" or bool(event.get("val"))
+        milestone = event.get("phase") != "training" or event.get("val") is not self._written_val
         if not milestone and now - self._last_write < self.interval_s:
             return
-        self._last_write = now
+        self._last_write, self._written_val = now, event.get("val")
         with session_scope(self.url) as session:
             values: dict[str, Any] = {"progress": event}
             if "val" in event and event["val"]:

@@ -44,6 +44,7 @@ def make_celery(settings: Settings) -> Celery:
             # sweep for messages of dead workers every interval (kombu's default scans every 10th)
             "unacked_restore_interval": settings.broker_restore_interval_s,
             "unacked_restore_throttle": 1,
+            **({"global_keyprefix": settings.broker_key_prefix} if settings.broker_key_prefix else {}),
         },
     )
     return app

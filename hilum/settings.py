@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     job_lease_s: float = 60.0
     broker_visibility_timeout_s: int = 3600
     broker_restore_interval_s: int = 10
+    broker_key_prefix: str = Field("", description="prefix of every broker key, to share one Redis database")
     worker_queues: str = "gpu,ingest"
     worker_concurrency: int = 1
     worker_gpus: str = Field("", description='"" (CPU), "auto" (every CUDA device) or e.g. "0,1": one worker each')

@@ -26,6 +26,14 @@ API_COMMAND = ["uvicorn", "service.app:create_app", "--factory"]
 WORKER_COMMAND = ["celery", "-A", "worker.celery_app", "worker"]
 
 
+def delete_broker_keys(stack: Stack) -> None:
+    """Remove this stack's keys (and only those) from the shared Redis."""
+    client = redis.Redis.from_url(stack.env["REDIS_URL"])
+    keys = list(client.scan_iter(match=stack.env["HILUM_BROKER_KEY_PREFIX"] + "*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -165,7 +173,7 @@ def make_stack(tmp: Path, backend: str, *, redis_db: int | None = None) -> tuple
     else:
         database_url = f"sqlite:///{tmp / 'hilum.db'}"
     redis_url = f"{REDIS_HOST}/{redis_db if redis_db is not None else REDIS_DBS[backend]}"
-    redis.Redis.from_url(redis_url).flushdb()
+    key_prefix = f"hilum-test-{secrets.token_hex(4)}:"  # concurrent test runs never share a queue
     admin_key = "hk_test_admin_" + secrets.token_hex(8)
     env = {k: v for k, v in os.environ.items() if not k.startswith("HILUM_")}
     env.update(
@@ -174,6 +182,7 @@ def make_stack(tmp: Path, backend: str, *, redis_db: int | None = None) -> tuple
         HILUM_DATABASE_URL=database_url,
         REDIS_URL=redis_url,
         HILUM_BOOTSTRAP_ADMIN_KEY=admin_key,
+        HILUM_BROKER_KEY_PREFIX=key_prefix,
         HILUM_PROGRESS_INTERVAL_S="0.2",
         PYTHONUNBUFFERED="1",
         OMP_NUM_THREADS="1",
@@ -204,7 +213,7 @@ def stack(
         yield s
     finally:
         s.stop()
-        redis.Redis.from_url(s.env["REDIS_URL"]).flushdb()
+        delete_broker_keys(s)
         if pg_name:
             drop_pg_database(pg_name)
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.orm import Session
 
 from hilum.storage import Storage
 from hilum.tables import Dataset, ModelVersion
 from models.artifact import ClassifierArtifact
+from service.schemas.models import ModelCard
+
+_EXPORT_LOCK = threading.Lock()
 
 INTENDED_USE = (
     "Decision support for adult frontal chest radiographs (PA/AP): flags likely pneumonia for review. "
@@ -27,16 +30,16 @@ KNOWN_LIMITS = [
 ]
 
 
-def model_card(session: Session, storage: Storage, row: ModelVersion) -> dict[str, Any]:
+def model_card(session: Session, storage: Storage, row: ModelVersion) -> ModelCard:
     """Intended use, training data make-up, validation and test figures, operating point, known limits."""
     artifact = ClassifierArtifact.load(storage.resolve(row.artifact_path))
     dataset = session.get(Dataset, row.dataset_id)
     report = (dataset.report or {}) if dataset else {}
     meta = artifact.metadata
-    return {
+    card = {
         "model": row.model_name,
         "version": row.version,
-        "created_at": row.created_at.isoformat(),
+        "created_at": row.created_at,
         "intended_use": INTENDED_USE,
         "architecture": {
             "backbone": artifact.backbone,
@@ -66,6 +69,7 @@ def model_card(session: Session, storage: Storage, row: ModelVersion) -> dict[st
         "calibration": {"method": "temperature scaling", "temperature": artifact.temperature},
         "known_limits": KNOWN_LIMITS,
     }
+    return ModelCard.model_validate(card)
 
 
 def onnx_file(storage: Storage, row: ModelVersion) -> Path:
@@ -74,13 +78,16 @@ def onnx_file(storage: Storage, row: ModelVersion) -> Path:
 
     artifact_path = storage.resolve(row.artifact_path)
     target = artifact_path.with_suffix(".onnx")
-    if not target.exists():
-        # Unique per call: concurrent first requests (threads of one process, or several processes)
-        # each export to their own file, and the last os.replace wins with a complete one.
-        partial = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.partial")
-        try:
-            export_onnx(ClassifierArtifact.load(artifact_path), partial)
-            os.replace(partial, target)
-        finally:
-            partial.unlink(missing_ok=True)
+    if target.exists():
+        return target
+    # torch.onnx.export keeps global state and fails when two threads export at once: one export per
+    # process at a time. Across processes each export writes its own file; the last os.replace wins.
+    with _EXPORT_LOCK:
+        if not target.exists():
+            partial = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.partial")
+            try:
+                export_onnx(ClassifierArtifact.load(artifact_path), partial)
+                os.replace(partial, target)
+            finally:
+                partial.unlink(missing_ok=True)
     return target

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from celery import Celery
 from sqlalchemy import select
@@ -32,16 +33,11 @@ def create_job(
         if existing is not None:
             return existing
     _check_request(session, request)
-    spec = TrainSpec(
-        backbone=request.backbone,
-        strategy=request.strategy,
-        epochs=request.epochs,
-        image_size=request.image_size,
-        batch_size=request.batch_size,
-        seed=request.seed,
-        target_sensitivity=request.target_sensitivity,
-        **({"lr": request.lr} if request.lr is not None else {}),
+    fields: dict[str, Any] = request.model_dump(
+        include={"backbone", "strategy", "epochs", "image_size", "batch_size", "seed", "target_sensitivity", "lr"},
+        exclude_none=True,
     )
+    spec = TrainSpec(**fields)
     job = Job(
         dataset_id=request.dataset_id,
         status="queued",

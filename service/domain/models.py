@@ -11,7 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from fastapi import UploadFile
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from hilum.settings import Settings
@@ -19,7 +20,7 @@ from hilum.storage import Storage
 from hilum.tables import AliasEvent, ModelAlias, ModelVersion, Prediction, utcnow
 from pipelines.imaging import DecodedImage, ImageRejected, decode_image
 from service.batcher import MicroBatcher
-from service.errors import Invalid, NotFound
+from service.errors import Conflict, Invalid, NotFound, TooLarge
 from service.model_cache import ModelCache
 from service.schemas.models import BatchItem, BatchPrediction, ModelPublic, ModelVersionPublic, PredictionPublic
 
@@ -66,11 +67,13 @@ def resolve_version(
 ) -> ModelVersion:
     """A named version, or the version an alias points at; by default the ``production`` alias,
     or the newest version while no ``production`` alias exists."""
+    if version is not None and alias is not None:
+        raise Invalid(f"give either version ({version}) or alias ('{alias}'), not both")
     query = select(ModelVersion).where(ModelVersion.model_name == name)
     if version is not None:
         row = session.scalar(query.where(ModelVersion.version == version))
         if row is None:
-            _require_model(session, name)
+            require_model(session, name)
             raise NotFound(f"model '{name}' has no version {version}")
         return row
     target = session.get(ModelAlias, (name, alias or DEFAULT_ALIAS))
@@ -82,7 +85,7 @@ def resolve_version(
             )
         return row
     if alias is not None:
-        _require_model(session, name)
+        require_model(session, name)
         raise NotFound(f"model '{name}' has no alias '{alias}'")
     row = session.scalar(query.order_by(ModelVersion.version.desc()).limit(1))
     if row is None:
@@ -90,19 +93,34 @@ def resolve_version(
     return row
 
 
-def _require_model(session: Session, name: str) -> None:
+def require_model(session: Session, name: str) -> None:
+    """Raise NotFound unless ``name`` has at least one version."""
     if session.scalar(select(ModelVersion.id).where(ModelVersion.model_name == name).limit(1)) is None:
         raise NotFound(f"model '{name}' not found")
 
 
 def set_alias(session: Session, name: str, alias: str, version: int, *, actor: str) -> ModelAlias:
-    """Point ``alias`` at ``version`` (recorded with who and when)."""
+    """Point ``alias`` at ``version`` (recorded with who, when, and from which version)."""
     if not ALIAS_PATTERN.match(alias):
         raise Invalid(f"alias '{alias}' is not valid: lowercase letters, digits, '-' and '_', 64 at most")
     if alias in RESERVED_ALIASES:
         raise Invalid(f"alias '{alias}' is reserved; choose another name")
     resolve_version(session, name, version=version)
-    row = session.get(ModelAlias, (name, alias))
+    for _ in range(3):
+        try:
+            return _move_alias(session, name, alias, version, actor=actor)
+        except IntegrityError:  # a concurrent request created the alias first: it exists now, so move it
+            session.rollback()
+    raise Conflict(f"alias '{alias}' of model '{name}' is being changed by other requests; try again")
+
+
+def _move_alias(session: Session, name: str, alias: str, version: int, *, actor: str) -> ModelAlias:
+    # Write before reading: the row lock (PostgreSQL) or the database write lock (SQLite) is taken first,
+    # so concurrent moves of one alias run one after another and each event names the version it left.
+    session.execute(
+        update(ModelAlias).where(ModelAlias.model_name == name, ModelAlias.alias == alias).values(updated_by=actor)
+    )
+    row = session.get(ModelAlias, (name, alias), populate_existing=True)
     previous = row.version if row else None
     if row is None:
         row = ModelAlias(model_name=name, alias=alias, version=version, updated_by=actor)
@@ -170,6 +188,40 @@ async def predict(
         input_sha256=hashlib.sha256(data).hexdigest(),
     )
     return answer, decoded
+
+
+async def read_upload(upload: UploadFile, *, max_bytes: int) -> bytes:
+    """The uploaded file's bytes; TooLarge past ``max_bytes`` (never reads more than one byte beyond)."""
+    data = await upload.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise TooLarge(f"image is larger than the limit of {max_bytes} bytes")
+    return data
+
+
+async def predict_and_record(
+    session: Session,
+    row: ModelVersion,
+    data: bytes,
+    *,
+    storage: Storage,
+    cache: ModelCache,
+    batcher: MicroBatcher,
+    max_side: int,
+    key_id: str,
+    with_heatmap: bool,
+    started: float,
+) -> PredictionPublic:
+    """One prediction (with its Grad-CAM overlay when asked), logged against the caller's key."""
+    from fastapi.concurrency import run_in_threadpool
+
+    answer, decoded = await predict(row, data, storage=storage, cache=cache, batcher=batcher, max_side=max_side)
+    if with_heatmap:
+        answer.heatmap_png = await run_in_threadpool(
+            heatmap, row, decoded, storage=storage, cache=cache, label=answer.label
+        )
+    record = record_prediction(session, answer, key_id=key_id, source_format=decoded.source_format, started=started)
+    answer.prediction_id = record.id
+    return answer
 
 
 def record_prediction(

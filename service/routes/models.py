@@ -4,7 +4,6 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from service.deps import (
@@ -18,12 +17,12 @@ from service.deps import (
 )
 from service.domain import cards
 from service.domain import models as domain
-from service.errors import TooLarge
 from service.schemas.models import (
     AliasEventPublic,
     AliasPublic,
     AliasUpdate,
     BatchPrediction,
+    ModelCard,
     ModelPublic,
     PredictionPublic,
 )
@@ -48,7 +47,7 @@ def set_alias(name: str, alias: str, body: AliasUpdate, session: SessionDep, pri
 
 @router.get("/{name}/aliases/history", response_model=list[AliasEventPublic], summary="Every alias move")
 def alias_history(name: str, session: SessionDep, _: StaffPrincipal) -> list[AliasEventPublic]:
-    domain.get_model(session, name)
+    domain.require_model(session, name)
     return [AliasEventPublic.model_validate(e) for e in domain.alias_history(session, name)]
 
 
@@ -76,21 +75,19 @@ async def predict(
 ) -> PredictionPublic:
     started = time.perf_counter()
     row = domain.resolve_version(session, name, version=version_field or version, alias=alias)
-    data = await file.read(settings.max_image_bytes + 1)
-    if len(data) > settings.max_image_bytes:
-        raise TooLarge(f"image is larger than the limit of {settings.max_image_bytes} bytes")
-    answer, decoded = await domain.predict(
-        row, data, storage=storage, cache=cache, batcher=batcher, max_side=settings.max_image_side
+    data = await domain.read_upload(file, max_bytes=settings.max_image_bytes)
+    return await domain.predict_and_record(
+        session,
+        row,
+        data,
+        storage=storage,
+        cache=cache,
+        batcher=batcher,
+        max_side=settings.max_image_side,
+        key_id=principal.id,
+        with_heatmap=heatmap,
+        started=started,
     )
-    if heatmap:
-        answer.heatmap_png = await run_in_threadpool(
-            domain.heatmap, row, decoded, storage=storage, cache=cache, label=answer.label
-        )
-    record = domain.record_prediction(
-        session, answer, key_id=principal.id, source_format=decoded.source_format, started=started
-    )
-    answer.prediction_id = record.id
-    return answer
 
 
 @router.post(
@@ -124,8 +121,8 @@ async def predict_batch(
     )
 
 
-@router.get("/{name}/versions/{version}/card", summary="The model card of a version")
-def model_card(name: str, version: int, session: SessionDep, storage: StorageDep, _: AnyPrincipal) -> dict:
+@router.get("/{name}/versions/{version}/card", response_model=ModelCard, summary="The model card of a version")
+def model_card(name: str, version: int, session: SessionDep, storage: StorageDep, _: AnyPrincipal) -> ModelCard:
     return cards.model_card(session, storage, domain.resolve_version(session, name, version=version))
 
 

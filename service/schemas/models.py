@@ -94,7 +94,11 @@ class PredictionPublic(BaseModel):
     )
     input_sha256: str
     prediction_id: str | None = Field(None, description="id of the recorded prediction")
-    heatmap_png: str | None = Field(None, description="Grad-CAM overlay, base64 PNG, when heatmap=true")
+    heatmap_png: str | None = Field(
+        None,
+        description="Grad-CAM overlay, base64 PNG, when heatmap=true: the image's width and height, "
+        "or for a larger image its decoded size (longer side at most the server's max_image_side)",
+    )
 
 
 class BatchItem(BaseModel):
@@ -108,3 +112,28 @@ class BatchPrediction(BaseModel):
     model: str
     version: int
     results: list[BatchItem]
+
+
+class CardTrainingData(BaseModel):
+    dataset_id: str
+    dataset_name: str | None = None
+    images: int | None = None
+    class_counts: dict[str, int] | None = Field(None, description="accepted images per class")
+    patients: int | None = None
+    imbalance_ratio: float | None = None
+    source_formats: dict[str, int] | None = Field(None, description="accepted images per file format")
+
+
+class ModelCard(BaseModel):
+    model: str
+    version: int
+    created_at: datetime
+    intended_use: str
+    architecture: dict[str, Any]
+    training_data: CardTrainingData
+    training: dict[str, Any] = Field(description="job id, training spec, initial weights, library versions")
+    validation: dict[str, Any] | None = Field(None, description="figures on the validation split")
+    test: dict[str, Any] | None = Field(None, description="figures on the held-out test split")
+    operating_point: dict[str, Any] = Field(description="threshold with its validation sensitivity and specificity")
+    calibration: dict[str, Any]
+    known_limits: list[str]
