@@ -75,6 +75,26 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
+# What a DICOM must declare to count as a chest radiograph: a projection X-ray modality, and a body
+# part that is one of these or absent. PNG and JPEG carry neither and are taken as they are.
+CHEST_XRAY_MODALITIES = frozenset({"CR", "DX", "DR"})
+CHEST_BODY_PARTS = frozenset({"CHEST"})
+
+
+def chest_xray_problem(info: DicomInfo | None) -> str | None:
+    """Why a DICOM is not a chest X-ray by its own header, or None when it is (or is not a DICOM)."""
+    if info is None:
+        return None
+    if (info.modality or "").upper() not in CHEST_XRAY_MODALITIES:
+        return (
+            f"DICOM Modality is {info.modality or 'missing'}; only chest X-rays "
+            f"({', '.join(sorted(CHEST_XRAY_MODALITIES))}) are accepted"
+        )
+    if info.body_part and info.body_part.upper() not in CHEST_BODY_PARTS:
+        return f"DICOM BodyPartExamined is {info.body_part}; only {', '.join(sorted(CHEST_BODY_PARTS))} is accepted"
+    return None
+
+
 def decode_image(data: bytes, *, max_side: int = 512) -> DecodedImage:
     """Decode PNG, JPEG or DICOM bytes into the canonical array; raise ImageRejected with a reason.
 

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.archive import ArchiveEntry, ArchiveLimits, read_entry, scan_archive
-from pipelines.imaging import ImageRejected, decode_image
+from pipelines.imaging import ImageRejected, chest_xray_problem, decode_image
 
 log = logging.getLogger(__name__)
 
@@ -419,6 +419,9 @@ def _ingest_into(
                 continue
             try:
                 decoded = decode_image(data, max_side=config.max_side)
+                problem = chest_xray_problem(decoded.dicom)
+                if problem:
+                    raise ImageRejected(problem)
             except ImageRejected as exc:
                 failed[digest] = str(exc)
                 report.rejected.append({"file": item.entry.name, "reason": str(exc)})

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from hilum.settings import Settings
 from hilum.storage import Storage
 from hilum.tables import AliasEvent, ModelAlias, ModelVersion, Prediction, utcnow
-from pipelines.imaging import DecodedImage, ImageRejected, decode_image
+from pipelines.imaging import DecodedImage, ImageRejected, chest_xray_problem, decode_image
 from service.batcher import MicroBatcher
 from service.errors import Conflict, Invalid, NotFound, TooLarge
 from service.model_cache import ModelCache
@@ -28,12 +28,6 @@ DEFAULT_ALIAS = "production"
 ALIAS_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 # Names that are path segments of the alias routes, so never aliases.
 RESERVED_ALIASES = frozenset({"history"})
-# What a DICOM must declare to be predicted on: a projection X-ray modality, and a body part that is
-# one of these or absent (PNG and JPEG carry neither and are taken as they are).
-CHEST_XRAY_DICOM: dict[str, frozenset[str]] = {
-    "modality": frozenset({"CR", "DX", "DR"}),
-    "body_part": frozenset({"CHEST"}),
-}
 
 
 def list_models(session: Session) -> list[ModelPublic]:
@@ -137,29 +131,15 @@ def alias_history(session: Session, name: str) -> list[AliasEvent]:
 
 
 def decode_upload(data: bytes, *, max_side: int) -> DecodedImage:
-    """Decode an uploaded image, refusing files the models were not made for (see ``CHEST_XRAY_DICOM``)."""
+    """Decode an uploaded image, refusing files the models were not made for (``chest_xray_problem``)."""
     try:
         decoded = decode_image(data, max_side=max_side)
     except ImageRejected as exc:
         raise Invalid(f"cannot use this file: {exc}") from exc
-    if decoded.dicom is not None:
-        check_chest_xray(decoded.dicom.modality, decoded.dicom.body_part)
+    problem = chest_xray_problem(decoded.dicom)
+    if problem:
+        raise Invalid(f"cannot use this file: {problem}")
     return decoded
-
-
-def check_chest_xray(modality: str | None, body_part: str | None) -> None:
-    """Raise Invalid unless a DICOM's Modality and BodyPartExamined fit ``CHEST_XRAY_DICOM``."""
-    modalities, body_parts = CHEST_XRAY_DICOM["modality"], CHEST_XRAY_DICOM["body_part"]
-    if (modality or "").upper() not in modalities:
-        raise Invalid(
-            f"cannot use this file: DICOM Modality is {modality or 'missing'}; "
-            f"only chest X-rays ({', '.join(sorted(modalities))}) are accepted"
-        )
-    if body_part is not None and body_part.upper() not in body_parts:
-        raise Invalid(
-            f"cannot use this file: DICOM BodyPartExamined is {body_part}; "
-            f"only {', '.join(sorted(body_parts))} (or none given) is accepted"
-        )
 
 
 async def predict(

@@ -376,3 +376,24 @@ def test_encode_png_is_lossless(shape: tuple[int, int]) -> None:
     with Image.open(io.BytesIO(encode_png(arr))) as img:
         assert img.mode == "L"
         np.testing.assert_array_equal(np.asarray(img), arr)
+
+
+def test_dicom_of_another_modality_or_body_part_is_rejected_with_its_reason(tmp_path: Path) -> None:
+    import zipfile
+
+    import numpy as np
+
+    from pipelines.ingest import IngestConfig, ingest_archive
+    from pipelines.synthetic import dicom_bytes, render_cxr
+
+    rng = np.random.default_rng(0)
+    zpath = tmp_path / "mixed.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for i, (modality, part) in enumerate([("CR", "CHEST"), ("DX", "CHEST"), ("CT", "CHEST"), ("DX", "KNEE")]):
+            for cls in ("NORMAL", "PNEUMONIA"):
+                image = render_cxr(rng, pneumonia=cls == "PNEUMONIA", size=64)
+                zf.writestr(f"{cls}/{i}.dcm", dicom_bytes(image, modality=modality, body_part=part, patient_id=f"p{i}"))
+    report = ingest_archive(zpath, tmp_path / "out", IngestConfig(patient_salt="s")).to_dict()
+    assert report["accepted"] == 4
+    reasons = {r["file"]: r["reason"] for r in report["rejected"]}
+    assert "Modality is CT" in reasons["NORMAL/2.dcm"] and "KNEE" in reasons["PNEUMONIA/3.dcm"]
