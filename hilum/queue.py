@@ -4,7 +4,7 @@ and the worker (to consume). Queues are explicit: training on ``gpu``, ingestion
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from hilum.settings import Settings
 
@@ -26,7 +26,10 @@ def make_celery(settings: Settings) -> Celery:
         )
     app = Celery("hilum", broker=settings.redis_url)
     app.conf.update(
-        task_queues=[Queue(GPU_QUEUE), Queue(INGEST_QUEUE)],
+        # each queue its own direct exchange: a training message must never also land on `ingest`
+        task_queues=[
+            Queue(name, Exchange(name, type="direct"), routing_key=name) for name in (GPU_QUEUE, INGEST_QUEUE)
+        ],
         task_create_missing_queues=False,
         task_default_queue=INGEST_QUEUE,
         task_routes={TRAIN_TASK: {"queue": GPU_QUEUE}, INGEST_TASK: {"queue": INGEST_QUEUE}},
