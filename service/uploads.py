@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
@@ -30,6 +31,13 @@ class _PartState:
     name: str = ""
     filename: str | None = None
     value: bytearray = field(default_factory=bytearray)
+
+
+def multipart_openapi(file_description: str, fields: dict[str, dict[str, Any]], required: list[str]) -> dict[str, Any]:
+    """``openapi_extra`` documenting a streamed multipart body (a binary ``file`` plus small fields)."""
+    properties = {"file": {"type": "string", "format": "binary", "description": file_description}, **fields}
+    schema = {"type": "object", "required": ["file", *required], "properties": properties}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
 
 
 async def receive_file(request: Request, dest: Path, *, file_field: str, max_bytes: int) -> ReceivedUpload:

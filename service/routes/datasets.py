@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request, status
 from fastapi.concurrency import run_in_threadpool
 
@@ -9,32 +7,15 @@ from hilum.tables import Dataset, new_id
 from service.deps import CeleryDep, SessionDep, SettingsDep, StaffPrincipal, StorageDep
 from service.domain import datasets as domain
 from service.schemas.datasets import DatasetPublic
-from service.uploads import receive_file
+from service.uploads import multipart_openapi, receive_file
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
-UPLOAD_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "zip of class folders (NORMAL/..., PNEUMONIA/...) "
-                            "or of images plus labels.csv",
-                        },
-                        "name": {"type": "string", "description": "a name for the dataset"},
-                    },
-                }
-            }
-        },
-    }
-}
+UPLOAD_BODY = multipart_openapi(
+    "zip of class folders (NORMAL/..., PNEUMONIA/...) or of images plus labels.csv",
+    {"name": {"type": "string", "description": "a name for the dataset"}},
+    required=[],
+)
 
 
 def to_public(dataset: Dataset) -> DatasetPublic:

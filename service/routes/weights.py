@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request, status
 from fastapi.concurrency import run_in_threadpool
 
@@ -9,31 +7,15 @@ from hilum.tables import new_id
 from service.deps import AdminPrincipal, SessionDep, SettingsDep, StaffPrincipal, StorageDep
 from service.domain import weights as domain
 from service.schemas.weights import WeightsPublic
-from service.uploads import receive_file
+from service.uploads import multipart_openapi, receive_file
 
 router = APIRouter(prefix="/v1/weights", tags=["weights"])
 
-UPLOAD_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file", "backbone"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "an ImageNet state dict (.safetensors or .pth)",
-                        },
-                        "backbone": {"type": "string", "example": "resnet50"},
-                    },
-                }
-            }
-        },
-    }
-}
+UPLOAD_BODY = multipart_openapi(
+    "an ImageNet state dict (.safetensors or .pth)",
+    {"backbone": {"type": "string", "example": "resnet50"}},
+    required=["backbone"],
+)
 
 
 @router.post(
