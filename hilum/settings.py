@@ -48,9 +48,7 @@ class Settings(BaseSettings):
     worker_gpus: str = Field("", description='"" (CPU), "auto" (every CUDA device) or e.g. "0,1": one worker each')
     model_cache_size: int = 4
     model_cache_mb: int = 2048
-    micro_batching: bool | None = Field(
-        None, description="batch concurrent predictions; unset: on with a GPU, off on the CPU (no gain measured there)"
-    )
+    micro_batching: bool = True
     batch_max_size: int = 16
     batch_max_wait_ms: float = 5.0
     batch_max_files: int = 64

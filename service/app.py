@@ -31,14 +31,6 @@ Every `/v1` endpoint needs `Authorization: Bearer <key>`. Roles: **admin** (ever
 """
 
 
-def micro_batching_enabled(settings: Settings) -> bool:
-    if settings.micro_batching is not None:
-        return settings.micro_batching
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; the database is migrated and an admin key ensured at start-up."""
     settings = settings or get_settings()
@@ -60,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.batcher = MicroBatcher(
         max_batch=settings.batch_max_size,
         max_wait_ms=settings.batch_max_wait_ms,
-        enabled=micro_batching_enabled(settings),
+        enabled=settings.micro_batching,
     )
 
     @app.exception_handler(ServiceError)
