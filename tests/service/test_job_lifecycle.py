@@ -17,22 +17,26 @@ import httpx
 import pytest
 
 from pipelines.synthetic import write_zip
-from tests.conftest import Stack, delete_broker_keys, make_stack, wait_for
+from tests.conftest import Stack, delete_broker_keys, drop_pg_database, make_stack, wait_for
 
 pytestmark = pytest.mark.e2e
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
-@pytest.fixture(scope="module")
-def durable(tmp_path_factory: pytest.TempPathFactory, redis_available: None) -> Iterator[Stack]:
-    stack, _ = make_stack(tmp_path_factory.mktemp("durable"), "sqlite", redis_db=14)
-    stack.env.update(HILUM_JOB_LEASE_S="4", HILUM_BROKER_VISIBILITY_TIMEOUT_S="8", HILUM_BROKER_RESTORE_INTERVAL_S="2")
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def durable(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, redis_available: None
+) -> Iterator[Stack]:
+    stack, pg_name = make_stack(tmp_path_factory.mktemp(f"durable-{request.param}"), request.param, redis_db=14)
+    stack.env.update(HILUM_JOB_LEASE_S="8", HILUM_BROKER_VISIBILITY_TIMEOUT_S="10", HILUM_BROKER_RESTORE_INTERVAL_S="2")
     try:
         stack.start_api()
         yield stack
     finally:
         stack.stop()
         delete_broker_keys(stack)
+        if pg_name:
+            drop_pg_database(pg_name)
 
 
 @pytest.fixture(scope="module")
@@ -141,9 +145,10 @@ def test_two_workers_four_jobs_each_runs_once(durable: Stack, dataset_id: str) -
         with durable.client() as client:
             jobs = [submit(client, dataset_id, epochs=1, model_name="many", seed=i) for i in range(4)]
             finished = [wait_for(client, f"/v1/jobs/{j['id']}", TERMINAL, timeout=240) for j in jobs]
-            assert [j["status"] for j in finished] == ["succeeded"] * 4
-            assert all(j["attempts"] == 1 for j in finished)
-            assert {j["worker"].split("@")[0] for j in finished} == {"m1", "m2"}
+            summary = [(j["status"], j["attempts"], j["worker"]) for j in finished]
+            assert [j["status"] for j in finished] == ["succeeded"] * 4, summary
+            assert all(j["attempts"] == 1 for j in finished), summary
+            assert {j["worker"].split("@")[0] for j in finished} == {"m1", "m2"}, summary
             versions = client.get("/v1/models/many").json()["versions"]
             assert sorted(v["version"] for v in versions) == [1, 2, 3, 4]
             assert sorted(v["job_id"] for v in versions) == sorted(j["id"] for j in jobs)
