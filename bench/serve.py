@@ -92,7 +92,9 @@ class Stack:
         self.proc.wait()
 
 
-def start_stack(data_dir: Path, admin_key: str, *, micro_batching: bool, log_path: Path, wait_s: float) -> Stack:
+def start_stack(
+    data_dir: Path, admin_key: str, *, micro_batching: bool, log_path: Path, wait_s: float, api_workers: int = 1
+) -> Stack:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HILUM_") and k != "REDIS_URL"}
     env.update(
@@ -100,6 +102,8 @@ def start_stack(data_dir: Path, admin_key: str, *, micro_batching: bool, log_pat
         HILUM_PORT=str(port),
         HILUM_BOOTSTRAP_ADMIN_KEY=admin_key,
         HILUM_MICRO_BATCHING="true" if micro_batching else "false",
+        HILUM_RATE_LIMIT_ENABLED="false",  # a load test is not abuse
+        HILUM_API_WORKERS=str(api_workers),
         PYTHONUNBUFFERED="1",
     )
     log = open(log_path, "ab")  # noqa: SIM115 - the child holds it; closed with the process
@@ -137,11 +141,18 @@ def wait_healthy(stack: Stack, wait_s: float) -> None:
 
 
 @contextmanager
-def running_stack(data_dir: Path, admin_key: str, *, micro_batching: bool, logs: Path, wait_s: float) -> Iterator[str]:
+def running_stack(
+    data_dir: Path, admin_key: str, *, micro_batching: bool, logs: Path, wait_s: float, api_workers: int = 1
+) -> Iterator[str]:
     name = "batching-on" if micro_batching else "batching-off"
-    print(f"starting the stack ({name}); log: {logs / (name + '.log')}", flush=True)
+    print(f"starting the stack ({name}, {api_workers} API process(es)); log: {logs / (name + '.log')}", flush=True)
     stack = start_stack(
-        data_dir, admin_key, micro_batching=micro_batching, log_path=logs / f"{name}.log", wait_s=wait_s
+        data_dir,
+        admin_key,
+        micro_batching=micro_batching,
+        log_path=logs / f"{name}.log",
+        wait_s=wait_s,
+        api_workers=api_workers,
     )
     try:
         yield stack.base_url
@@ -171,7 +182,9 @@ def poll(client: httpx.Client, path: str, *, done: str, failed: tuple[str, ...],
     raise TimeoutError(f"{path} not {done} within {timeout_s:.0f} s (last: {last})")
 
 
-def train_bench_model(client: httpx.Client, work: Path, *, n_per_class: int, timeout_s: float) -> int:
+def train_bench_model(
+    client: httpx.Client, work: Path, *, n_per_class: int, timeout_s: float, backbone: str = "resnet18"
+) -> int:
     """Upload a synthetic dataset, train the bench model; returns the new model version."""
     from pipelines.synthetic import write_zip
 
@@ -184,7 +197,7 @@ def train_bench_model(client: httpx.Client, work: Path, *, n_per_class: int, tim
     print(f"dataset {dataset['id']} ready in {time.perf_counter() - t0:.1f} s: {dataset.get('class_counts')}")
     spec = {
         "dataset_id": dataset["id"],
-        "backbone": "resnet18",
+        "backbone": backbone,
         "strategy": "frozen",
         "epochs": 1,
         "image_size": 224,
@@ -237,7 +250,8 @@ def measure_predict(
     """``n`` predictions from ``concurrency`` threads sharing one connection pool; latency per request."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     headers = {"Authorization": f"Bearer {key}"}
-    url = f"/v1/models/{model}/predict"
+    name, _, query = model.partition("?")
+    url = f"/v1/models/{name}/predict" + (f"?{query}" if query else "")
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -298,7 +312,11 @@ def measure_server(base_url: str, key: str, model: str, files: dict, *, label: s
 
 
 def bare_forward(artifact_path: Path, *, repeats: int) -> dict[int, tuple[float, float]]:
-    """(median, best) ms of one model forward (preprocessed tensors, inference mode) at batch 1 and 16.
+    """(median, best) ms of one model forward (preprocessed tensors, inference mode) at batch 1 and 16, and on a
+    GPU at larger batches too (the best of which is the bare forward's throughput ceiling).
+
+    It runs where and how the server runs it: ``Predictor.forward`` on the serving device (``auto``) in the
+    serving precision, with the input's host-to-device copy and a CUDA synchronisation inside the timing.
 
     The forwards run in a worker thread, as the server runs them (``asyncio.to_thread``), with torch's
     default thread count: on a loaded 2-core box, forwards from the main thread (whose OpenMP team
@@ -308,27 +326,30 @@ def bare_forward(artifact_path: Path, *, repeats: int) -> dict[int, tuple[float,
     import torch
 
     from pipelines.infer import Predictor
-    from pipelines.preprocess import to_model_input
+    from pipelines.model_input import model_input, preprocessing_of
     from pipelines.synthetic import render_cxr
 
-    predictor = Predictor.load(artifact_path)
+    predictor = Predictor.load(artifact_path, device="auto")
+    cuda = predictor.device.type == "cuda"
+    print(f"bare forward on {predictor.device} in {predictor.dtype}", flush=True)
     a = predictor.artifact
     pixels = np.rint(render_cxr(np.random.default_rng(5), pneumonia=True, size=512) * 255).astype(np.uint8)
-    x1 = to_model_input(pixels, image_size=a.image_size, mean=a.mean, std=a.std)[None]
+    x1 = model_input(pixels, preprocessing_of(a))[None]
 
     def timed(batch: int) -> tuple[float, float]:
         x = x1.expand(batch, -1, -1, -1).contiguous()
         times = []
-        with torch.inference_mode():
-            predictor.model(x)  # warm-up
-            for _ in range(max(3, repeats // batch)):
-                t0 = time.perf_counter()
-                predictor.model(x)
-                times.append((time.perf_counter() - t0) * 1000)
+        for _ in range(3):  # warm-up (cuDNN picks its kernels per shape)
+            predictor.forward(x)
+        for _ in range(max(5, repeats // batch)):
+            t0 = time.perf_counter()
+            predictor.forward(x).cpu()  # the copy of the logits back to the host waits for the GPU
+            times.append((time.perf_counter() - t0) * 1000)
         return statistics.median(times), min(times)
 
-    with ThreadPoolExecutor(1) as pool:
-        return {batch: pool.submit(timed, batch).result() for batch in (1, 16)}
+    batches = (1, 16, 32, 64, 128, 256) if cuda else (1, 16)
+    with torch.inference_mode(), ThreadPoolExecutor(1) as pool:
+        return {batch: pool.submit(timed, batch).result() for batch in batches}
 
 
 def report(results: list[Result], forward: dict[int, tuple[float, float]] | None) -> None:
@@ -348,6 +369,9 @@ def report(results: list[Result], forward: dict[int, tuple[float, float]] | None
             )
     print("=" * 86)
     print("(bare forward: req/s column = images/s; p50 column = ms per batch)")
+    if forward:
+        batch, (median, _) = max(forward.items(), key=lambda kv: kv[0] / kv[1][0])
+        print(f"bare forward at its best batch: b={batch}, {median:.2f} ms, {1000 * batch / median:.0f} images/s")
     by = {(r.label, r.concurrency): r for r in results}
     for fmt in ("png", "dicom"):
         on1, on16, off16 = (
@@ -363,13 +387,22 @@ def report(results: list[Result], forward: dict[int, tuple[float, float]] | None
                 f"{median:.1f} ms (median) = {server1.p50_ms / median:.2f}x; / {best:.1f} ms (best) = "
                 f"{server1.p50_ms / best:.2f}x"
             )
-        if on16 and off16:
+        if on16 and off16 and off16.rps > 0:
             print(
                 f"batching gain ({fmt}): {on16.rps:.1f} / {off16.rps:.1f} req/s at c=16 = {on16.rps / off16.rps:.2f}x"
             )
 
 
 # --------------------------------------------------------------------------- main
+
+
+def serving_device_line() -> str:
+    import torch
+
+    from models.device import device_info, resolve_device, resolve_precision
+
+    device = resolve_device("auto")
+    return device_info(device, resolve_precision(device, "auto")).describe() + f", torch {torch.__version__}"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -384,7 +417,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smaller dataset, fewer requests")
     p.add_argument("--timeout", type=float, default=900, help="max seconds to wait for ingestion / training each")
     p.add_argument("--keep", action="store_true", help="keep the temporary data dir and logs")
+    p.add_argument("--api-workers", type=int, default=1, help="API processes (HILUM_API_WORKERS) of our own stack")
+    p.add_argument("--backbone", help="backbone of the bench model; default resnet50 on a GPU, resnet18 on the CPU")
     args = p.parse_args(argv)
+    if not args.backbone:
+        import torch
+
+        args.backbone = "resnet50" if torch.cuda.is_available() else "resnet18"
     args.requests = args.requests or (64 if args.quick else 256)
     args.per_class = args.per_class or (16 if args.quick else 40)
     if args.url and not args.key:
@@ -397,12 +436,17 @@ def run_own_stack(args: argparse.Namespace, work: Path, files: dict) -> tuple[li
     logs.mkdir(parents=True, exist_ok=True)
     key = "hk_bench_" + secrets.token_hex(16)
     results: list[Result] = []
-    with running_stack(data_dir, key, micro_batching=True, logs=logs, wait_s=180) as url:
+    workers = args.api_workers
+    with running_stack(data_dir, key, micro_batching=True, logs=logs, wait_s=180, api_workers=workers) as url:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as client:
-            version = train_bench_model(client, work, n_per_class=args.per_class, timeout_s=args.timeout)
-        results += measure_server(url, key, MODEL_NAME, files, label="batching on", requests=args.requests)
-    with running_stack(data_dir, key, micro_batching=False, logs=logs, wait_s=180) as url:
-        results += measure_server(url, key, MODEL_NAME, files, label="batching off", requests=args.requests)
+            version = train_bench_model(
+                client, work, n_per_class=args.per_class, timeout_s=args.timeout, backbone=args.backbone
+            )
+        # By explicit version: the bench model is trained for seconds and may be registered as not fit for use.
+        model = f"{MODEL_NAME}?version={version}"
+        results += measure_server(url, key, model, files, label="batching on", requests=args.requests)
+    with running_stack(data_dir, key, micro_batching=False, logs=logs, wait_s=180, api_workers=workers) as url:
+        results += measure_server(url, key, model, files, label="batching off", requests=args.requests)
     return results, data_dir / "models" / MODEL_NAME / f"v{version}" / "model.pt"
 
 
@@ -433,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     print(f"{os.cpu_count()} CPUs; load average at the start: " + ", ".join(f"{x:.1f}" for x in os.getloadavg()))
+    print(f"serving device: {serving_device_line()}; bench model backbone {args.backbone} at 224 px", flush=True)
     try:
         if args.url:
             results, artifact = run_existing(args, work, files)

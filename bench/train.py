@@ -7,6 +7,8 @@
    Hilum's validation, calibration and report phases are excluded.
 2. ``frozen`` strategy, 10 epochs: backbone features cached once vs recomputed every step.
 On CUDA both sides use AMP (bf16 when supported) and channels_last.
+3. On a CUDA host, first a GPU report: resnet50 at 224 with AMP end to end (PNG decode included), the model
+   FLOPs utilisation it implies against the card's bf16 peak, and batch production vs compute per step.
 """
 
 from __future__ import annotations
@@ -28,19 +30,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipelines.train import TrainData, TrainSpec, train_classifier  # noqa: E402
 
 
-def write_dataset(root: Path, n: int, seed: int = 0) -> list[tuple[Path, int]]:
+def write_dataset(root: Path, n: int, seed: int = 0, prefix: str = "") -> list[tuple[Path, int]]:
     """Canonical-looking PNGs: 512 x 416 noise, a bright blob for the positive class."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
     items = []
     for i in range(n):
-        y = i % 2
+        y = (i + seed) % 2
         a = rng.integers(0, 90, (512, 416)).astype(np.uint8)
         if y:
             r, c = rng.integers(50, 300), rng.integers(50, 250)
             a[r : r + 120, c : c + 120] = 220
-        path = root / f"img_{i:05d}.png"
+        path = root / f"img_{prefix}{i:05d}.png"
         Image.fromarray(a, mode="L").save(path)
         items.append((path, y))
     return items
@@ -117,6 +119,113 @@ def hilum_run(spec: TrainSpec, data: TrainData, out: Path) -> dict:
     return {"wall_s": wall, "train_s": epoch_s + setup_s, "img_s": images / (epoch_s + setup_s)}
 
 
+# Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, by a substring of the device name.
+PEAK_BF16_TFLOPS = (
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.4),
+    ("H200", 989.4),
+    ("GH200", 989.4),
+    ("A100", 312.0),
+    ("L40S", 362.1),
+    ("L4", 121.0),
+    ("A10", 125.0),
+)
+
+
+def peak_tflops(device_name: str) -> float | None:
+    return next((tf for key, tf in PEAK_BF16_TFLOPS if key in device_name), None)
+
+
+def train_flops_per_image(backbone: str, image_size: int) -> float:
+    """FLOPs of one training step per image (forward + backward), counted by torch's FLOP counter."""
+    import timm
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = timm.create_model(backbone, pretrained=False, num_classes=2, in_chans=1)
+    x = torch.randn(2, 1, image_size, image_size)
+    with FlopCounterMode(display=False) as counter:
+        model(x).sum().backward()
+    return counter.get_total_flops() / 2
+
+
+def loader_vs_compute(spec: TrainSpec, data: TrainData, out: Path, steps: int = 20) -> tuple[float, float]:
+    """Milliseconds per step spent producing the batch (gather, copy, augment, normalise) vs the whole step."""
+    from pipelines.training import data as D
+    from pipelines.training.loop import TrainingRun
+
+    run = TrainingRun(spec, data, out, weights="none", on_progress=lambda e: None, should_stop=lambda: False)
+    run.build_data()
+    run.build_model()
+    run.build_loss()
+    run.build_optimizer()
+    g = torch.Generator().manual_seed(0)
+    order = torch.randperm(len(run.train_set))
+    idx = [order[(i * spec.batch_size) % len(order) :][: spec.batch_size] for i in range(steps)]
+    for warm in idx[:3]:  # warm-up: CUDA's lazy kernel loading
+        run.train_step(warm, g)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for batch in idx:
+        u8 = run.train_set.images[batch.to(run.train_set.images.device)].to(run.device, non_blocking=True)
+        run.to_device(D.make_batch(u8, mean=run.mean, std=run.std, g=g))
+    torch.cuda.synchronize()
+    loader = (time.perf_counter() - t0) / steps
+    t0 = time.perf_counter()
+    for batch in idx:
+        run.train_step(batch, g)
+    torch.cuda.synchronize()
+    return loader * 1000, (time.perf_counter() - t0) / steps * 1000
+
+
+def gpu_report(root: Path, *, backbone: str, image_size: int, images: int, batch_size: int, epochs: int) -> None:
+    """resnet50-class training on the GPU end to end (PNG decode included): img/s, MFU, loader vs compute."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    name = torch.cuda.get_device_name()
+    print(f"\nGPU training report: {backbone} at {image_size} px, AMP, batch {batch_size}, {images} images, {name}")
+    (root / "gpu").mkdir()
+    with ThreadPoolExecutor(os.cpu_count() or 4) as pool:
+        chunks = list(pool.map(lambda i: write_dataset(root / "gpu", 1, seed=i, prefix=f"{i:06d}"), range(images + 64)))
+    items = [it for chunk in chunks for it in chunk]
+    data = TrainData(["NORMAL", "PNEUMONIA"], items[:images], items[images : images + 32], items[images + 32 :])
+    spec = TrainSpec(
+        backbone=backbone,
+        strategy="full",
+        epochs=epochs,
+        image_size=image_size,
+        batch_size=batch_size,
+        bootstrap_resamples=0,
+        warmup_epochs=0,
+        device="cuda",
+    )
+    out = root / "gpu-run"
+    hilum_run(spec, data, out)
+    report = json.loads((out / "report" / "report.json").read_text())
+    decode_s = report["timings"].get("decode_s", 0.0)
+    epoch_s = [h["seconds"] for h in report["history"]]
+    e2e = images * epochs / (decode_s + sum(epoch_s))
+    steady = images / min(epoch_s)
+    flops = train_flops_per_image(backbone, image_size)
+    peak = peak_tflops(name)
+    print(f"  decode {decode_s:.1f} s; epochs {', '.join(f'{s:.1f}' for s in epoch_s)} s")
+    print(f"  end to end (decode + every epoch): {e2e:.0f} img/s; best epoch: {steady:.0f} img/s")
+    print(f"  {flops / 1e9:.1f} GFLOP per training image (forward + backward)")
+    if peak:
+        mfu = {k: 100 * v * flops / (peak * 1e12) for k, v in (("e2e", e2e), ("best", steady))}
+        print(
+            f"  model FLOPs utilisation vs {peak:.0f} TFLOP/s bf16 peak: "
+            f"end to end {mfu['e2e']:.1f}%, best epoch {mfu['best']:.1f}%"
+        )
+    else:
+        print("  model FLOPs utilisation: unknown peak for this device")
+    loader_ms, step_ms = loader_vs_compute(spec, data, root / "gpu-loader")
+    print(
+        f"  per step: batch production {loader_ms:.2f} ms of {step_ms:.2f} ms "
+        f"({100 * loader_ms / step_ms:.1f}%; the batch is gathered and augmented on the GPU from device memory)"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backbones", default="resnet18")
@@ -126,6 +235,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--frozen-epochs", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=1, help="interleaved repeats of the full comparison (best of N)")
+    ap.add_argument("--gpu-backbone", default="resnet50", help="GPU report: backbone (on a CUDA host only)")
+    ap.add_argument("--gpu-images", type=int, default=4096, help="GPU report: training images")
+    ap.add_argument("--gpu-batch-size", type=int, default=256)
+    ap.add_argument("--gpu-epochs", type=int, default=3)
+    ap.add_argument("--skip-comparison", action="store_true", help="only the GPU report")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
@@ -135,7 +249,16 @@ def main() -> None:
         (root / "png").mkdir()
         items = write_dataset(root / "png", args.images + 32)
         data = TrainData(["NORMAL", "PNEUMONIA"], items[: args.images], items[args.images : -16], items[-16:])
-        for name in args.backbones.split(","):
+        if torch.cuda.is_available():
+            gpu_report(
+                root,
+                backbone=args.gpu_backbone,
+                image_size=224,
+                images=args.gpu_images,
+                batch_size=args.gpu_batch_size,
+                epochs=args.gpu_epochs,
+            )
+        for name in [] if args.skip_comparison else args.backbones.split(","):
             common = dict(
                 backbone=name,
                 image_size=args.image_size,

@@ -1,63 +1,126 @@
-"""The `hilum` command: run the service, generate synthetic data, manage keys, migrate."""
+"""The `hilum` command: client commands that talk to a Hilum server over HTTP, and the admin/ops commands
+that run on the server's host (run, worker, migrate, synth, create-key, weights import)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from enum import StrEnum
 from pathlib import Path
+from typing import Annotated
 
+import typer
+
+from hilum.client.commands import datasets, jobs, models
+from hilum.client.commands.auth import login, logout
+from hilum.client.commands.predict import predict
 from hilum.settings import Settings, get_settings
 
+HELP = """Hilum: chest X-ray classifiers, trained and served.
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hilum", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="start the API, a worker and (without REDIS_URL) an embedded Redis")
-    sub.add_parser("worker", help="start only this host's workers (one per GPU) against the shared REDIS_URL")
-    sub.add_parser("migrate", help="apply database migrations")
-    synth = sub.add_parser("synth", help="write a synthetic chest X-ray dataset")
-    add_synth_arguments(synth)
-    key = sub.add_parser("create-key", help="issue an API key")
-    key.add_argument("--name", required=True)
-    key.add_argument("--role", choices=["admin", "staff", "clinician"], required=True)
-    weights = sub.add_parser("weights", help="pretrained weights files for air-gapped sites")
-    weights_sub = weights.add_subparsers(dest="weights_command", required=True)
-    imp = weights_sub.add_parser("import", help="register a local .safetensors/.pth ImageNet state dict")
-    imp.add_argument("path", type=Path)
-    imp.add_argument("--backbone", required=True)
-    args = parser.parse_args(argv)
+Client commands talk to a Hilum server over HTTP: run `hilum login URL` once, or set HILUM_URL and
+HILUM_KEY. Each takes --json (one JSON document on stdout). Exit codes are listed in the README.
+
+Admin commands run on the server's host and use its settings (HILUM_* variables).
+"""
+app = typer.Typer(name="hilum", help=HELP, no_args_is_help=True, add_completion=False)
+weights_app = typer.Typer(help="Pretrained weights files for air-gapped sites (admin, on the server host).")
+
+CLIENT = "Client (over HTTP)"
+ADMIN = "Admin (on the server host)"
+
+app.command(rich_help_panel=CLIENT)(login)
+app.command(rich_help_panel=CLIENT)(logout)
+app.add_typer(datasets.app, name="datasets", rich_help_panel=CLIENT)
+app.add_typer(jobs.app, name="jobs", rich_help_panel=CLIENT)
+app.add_typer(models.app, name="models", rich_help_panel=CLIENT)
+app.command(rich_help_panel=CLIENT)(predict)
+app.add_typer(weights_app, name="weights", rich_help_panel=ADMIN)
+
+
+class Role(StrEnum):
+    admin = "admin"
+    staff = "staff"
+    clinician = "clinician"
+
+
+class ImageFormat(StrEnum):
+    png = "png"
+    jpeg = "jpeg"
+    dicom = "dicom"
+
+
+def _admin_settings() -> Settings:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return get_settings()
 
-    settings = get_settings()
-    if args.command == "run":
-        from hilum.launcher import run
 
-        return run(settings)
-    if args.command == "worker":
-        from hilum.launcher import run_workers
+@app.command(rich_help_panel=ADMIN)
+def run() -> None:
+    """Start the API, a worker and (without REDIS_URL) an embedded Redis."""
+    from hilum.launcher import run as run_stack
 
-        return run_workers(settings)
-    if args.command == "migrate":
-        from hilum.migrate import upgrade_to_head
+    raise typer.Exit(run_stack(_admin_settings()))
 
-        upgrade_to_head(settings.resolved_database_url)
-        return 0
-    if args.command == "synth":
-        return run_synth(args)
-    if args.command == "create-key":
-        from hilum.db import session_scope
-        from hilum.keys import Role, create_key
-        from hilum.migrate import upgrade_to_head
 
-        upgrade_to_head(settings.resolved_database_url)
-        with session_scope(settings.resolved_database_url) as session:
-            _, plain = create_key(session, name=args.name, role=Role(args.role))
-        print(plain)
-        return 0
-    if args.command == "weights":
-        return import_weights(settings, args.path, args.backbone)
-    return 2
+@app.command(rich_help_panel=ADMIN)
+def worker() -> None:
+    """Start only this host's workers (one per GPU) against the shared REDIS_URL."""
+    from hilum.launcher import run_workers
+
+    raise typer.Exit(run_workers(_admin_settings()))
+
+
+@app.command(rich_help_panel=ADMIN)
+def migrate() -> None:
+    """Apply database migrations."""
+    from hilum.migrate import upgrade_to_head
+
+    upgrade_to_head(_admin_settings().resolved_database_url)
+
+
+@app.command(rich_help_panel=ADMIN)
+def synth(
+    out: Annotated[Path, typer.Argument(help="output folder, or a .zip file")],
+    per_class: Annotated[int, typer.Option(help="images per class")] = 100,
+    size: Annotated[int, typer.Option(help="image side in pixels")] = 256,
+    fmt: Annotated[ImageFormat, typer.Option("--format")] = ImageFormat.png,
+    images_per_patient: Annotated[int, typer.Option()] = 1,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Write a synthetic chest X-ray dataset (no patient data)."""
+    args = argparse.Namespace(
+        out=out, per_class=per_class, size=size, fmt=fmt.value, images_per_patient=images_per_patient, seed=seed
+    )
+    raise typer.Exit(run_synth(args))
+
+
+@app.command("create-key", rich_help_panel=ADMIN)
+def create_key_command(
+    name: Annotated[str, typer.Option(help="who or what the key is for")],
+    role: Annotated[Role, typer.Option()],
+) -> None:
+    """Issue an API key directly in the database (printed once)."""
+    from hilum.db import session_scope
+    from hilum.keys import Role as KeyRole
+    from hilum.keys import create_key
+    from hilum.migrate import upgrade_to_head
+
+    settings = _admin_settings()
+    upgrade_to_head(settings.resolved_database_url)
+    with session_scope(settings.resolved_database_url) as session:
+        _, plain = create_key(session, name=name, role=KeyRole(role.value))
+    print(plain)
+
+
+@weights_app.command("import")
+def weights_import(
+    path: Annotated[Path, typer.Argument(help="a local .safetensors/.pth ImageNet state dict")],
+    backbone: Annotated[str, typer.Option()],
+) -> None:
+    """Register a local ImageNet state dict as a weights file."""
+    raise typer.Exit(import_weights(_admin_settings(), path, backbone))
 
 
 def import_weights(settings: Settings, path: Path, backbone: str) -> int:
@@ -79,6 +142,7 @@ def import_weights(settings: Settings, path: Path, backbone: str) -> int:
 
 
 def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
+    """The synth options for `python -m hilum.synth` (argparse; `hilum synth` mirrors them)."""
     parser.add_argument("out", type=Path, help="output folder, or a .zip file")
     parser.add_argument("--per-class", type=int, default=100, help="images per class")
     parser.add_argument("--size", type=int, default=256, help="image side in pixels")
@@ -102,6 +166,15 @@ def run_synth(args: argparse.Namespace) -> int:
     else:
         write_dataset(args.out, **kwargs)
     print(f"wrote {2 * args.per_class} synthetic images to {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point."""
+    try:
+        app(args=argv, prog_name="hilum")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return 0
 
 

@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, func, or_, update
+from sqlalchemy.orm import Session
 
 from hilum.db import session_scope
-from hilum.tables import Job, utcnow
+from hilum.tables import Dataset, Job, utcnow
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
@@ -76,13 +77,18 @@ class Claim:
     DONE = "done"  # finished, cancelled, unknown or out of attempts: nothing to run
 
 
+def lease_cutoff(now: datetime, lease_s: float) -> datetime:
+    """Heartbeats before this instant belong to a worker presumed dead."""
+    return datetime.fromtimestamp(now.timestamp() - lease_s, tz=UTC)
+
+
 def claim_job(url: str, job_id: str, *, worker: str, lease_s: float, max_attempts: int) -> str:
     """Take ``job_id`` if it is queued, or running under an expired lease (its worker died).
 
     A compare-and-set UPDATE, so two workers given the same redelivered message can't both win.
     """
     now = utcnow()
-    cutoff = datetime.fromtimestamp(now.timestamp() - lease_s, tz=UTC)
+    cutoff = lease_cutoff(now, lease_s)
     with session_scope(url) as session:
         job = session.get(Job, job_id)
         if job is None or job.status in TERMINAL:
@@ -113,19 +119,78 @@ def claim_job(url: str, job_id: str, *, worker: str, lease_s: float, max_attempt
         return Claim.TAKEN if result.rowcount == 1 else Claim.BUSY  # type: ignore[attr-defined]
 
 
+def claim_dataset(url: str, dataset_id: str, *, worker: str, lease_s: float, max_attempts: int) -> str:
+    """Take the ingestion of ``dataset_id`` if it is ingesting with no live owner (compare-and-set, as jobs)."""
+    now = utcnow()
+    with session_scope(url) as session:
+        dataset = session.get(Dataset, dataset_id)
+        if dataset is None or dataset.status != "ingesting":
+            return Claim.DONE
+        if dataset.attempts >= max_attempts:
+            dataset.status = "failed"
+            dataset.error = f"ingestion gave up after {max_attempts} attempts (its worker kept dying)"
+            return Claim.DONE
+        result = session.execute(
+            update(Dataset)
+            .where(
+                Dataset.id == dataset_id,
+                Dataset.status == "ingesting",
+                or_(Dataset.heartbeat_at.is_(None), Dataset.heartbeat_at < lease_cutoff(now, lease_s)),
+            )
+            .values(worker=worker, heartbeat_at=now, attempts=Dataset.attempts + 1)
+            .execution_options(synchronize_session=False)
+        )
+        return Claim.TAKEN if result.rowcount == 1 else Claim.BUSY  # type: ignore[attr-defined]
+
+
+def cancel_unheld(session: Session, job_id: str, *, lease_s: float) -> bool:
+    """Cancel ``job_id`` at once if no worker holds it: queued, or running under an expired lease.
+
+    A compare-and-set UPDATE (a worker claiming it at the same moment either wins or sees it cancelled).
+    The caller commits. False: a live worker holds it (or it has ended).
+    """
+    now = utcnow()
+    unheld = or_(
+        Job.status == "queued",
+        and_(
+            Job.status == "running",
+            or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < lease_cutoff(now, lease_s)),
+        ),
+    )
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, unheld)
+        .values(status="cancelled", cancel_requested=True, finished_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
 class Heartbeat:
-    """Renews a running job's lease from a background thread while training runs."""
+    """Renews a lease (a running job's, or an ingesting dataset's) from a background thread."""
 
-    def __init__(self, url: str, job_id: str, *, every_s: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        row_id: str,
+        *,
+        every_s: float,
+        table: type[Job] | type[Dataset] = Job,
+        worker: str | None = None,
+    ) -> None:
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(url, job_id, every_s), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(url, row_id, every_s, table, worker), daemon=True)
 
-    def _run(self, url: str, job_id: str, every_s: float) -> None:
+    def _run(
+        self, url: str, row_id: str, every_s: float, table: type[Job] | type[Dataset], worker: str | None
+    ) -> None:
+        live = "running" if table is Job else "ingesting"
+        owned = [table.id == row_id, table.status == live]
+        if worker is not None:  # a stalled worker whose lease was taken over must not renew the new owner's lease
+            owned.append(table.worker == worker)
         while not self._stop.wait(every_s):
             with session_scope(url) as session:
-                session.execute(
-                    update(Job).where(Job.id == job_id, Job.status == "running").values(heartbeat_at=utcnow())
-                )
+                session.execute(update(table).where(*owned).values(heartbeat_at=utcnow()))
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()

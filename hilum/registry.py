@@ -1,4 +1,8 @@
-"""Model registry: every succeeded job adds one immutable, numbered version of a named model."""
+"""Model registry: every succeeded job adds one immutable, numbered version of a named model.
+
+A version's fitness for use is fixed here, from the artifact's own ``fitness`` (training decides whether
+the model learned anything); an artifact without one (made before fitness was judged) counts as fit.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ def register_version(
     metrics: dict[str, Any],
 ) -> ModelVersion:
     """Add the next version of ``job.model_name``; a job registers at most one version."""
+    fit, reasons = artifact_fitness(artifact)
     existing = session.scalar(select(ModelVersion).where(ModelVersion.job_id == job.id))
     if existing is not None:
         return existing
@@ -43,7 +48,22 @@ def register_version(
         class_names=class_names,
         threshold=threshold,
         metrics=metrics,
+        fit_for_use=fit,
+        fitness_reasons=reasons,
     )
     session.add(row)
     session.flush()
     return row
+
+
+def artifact_fitness(path: Path) -> tuple[bool, list[str]]:
+    """(fit for use, reasons) from the artifact's ``fitness`` dict: ``{"fit_for_use": bool, "reasons": [...]}``."""
+    from models.artifact import ClassifierArtifact
+
+    artifact = ClassifierArtifact.load(path)
+    fitness = artifact.fitness or {}
+    fit = bool(fitness.get("fit_for_use", True))
+    reasons = [str(r) for r in fitness.get("reasons") or []]
+    if not fit and not reasons:
+        reasons = ["training judged the model unfit for use without giving a reason"]
+    return fit, reasons

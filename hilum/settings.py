@@ -33,6 +33,13 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 8 * 2**30
     max_image_bytes: int = 64 * 2**20
     max_image_side: int = 512
+    # Issue 11: request bodies and image decoding are bounded (service/guard.py, pipelines/imaging.py).
+    max_json_bytes: int = Field(1 * 2**20, ge=1024, description="cap of any other /v1 request body (413)")
+    max_batch_bytes: int = Field(256 * 2**20, ge=1024, description="cap of one predict/batch request body (413)")
+    max_image_pixels: int = Field(
+        40_000_000, ge=1_000_000, description="width x height (x frames) refused from the header (~6300 x 6300)"
+    )
+    decode_concurrency: int = Field(4, ge=1, description="images the API decodes at once (bounds decode memory)")
     archive_max_files: int = 100_000
     archive_max_total_bytes: int = 32 * 2**30
     archive_max_ratio: float = 200.0
@@ -48,16 +55,51 @@ class Settings(BaseSettings):
     worker_gpus: str = Field("", description='"" (CPU), "auto" (every CUDA device) or e.g. "0,1": one worker each')
     model_cache_size: int = 4
     model_cache_mb: int = 2048
+    api_workers: int = Field(1, ge=1, description="API processes `hilum run` starts (each loads its own models)")
+    serving_device: str = Field("auto", description='"auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N"')
+    serving_precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description='"auto": fp16 on CUDA, fp32 on the CPU'
+    )
+    model_cache_gpu_fraction: float = Field(0.5, gt=0, le=1, description="share of GPU memory cached models may hold")
     micro_batching: bool = True
-    batch_max_size: int = 16
+    batch_max_size: int | None = Field(None, ge=1, description="micro-batch cap; default 64 on CUDA, 16 on the CPU")
     batch_max_wait_ms: float = 5.0
     batch_max_files: int = 64
     progress_interval_s: float = 1.0
+    # Issue 11 (recovery, PHI): see hilum/recovery.py.
+    recovery_interval_s: float = Field(
+        30.0, ge=0, description="how often the API re-queues lost work (0: only at start-up)"
+    )
+    upload_retention_hours: float = Field(
+        0.0, ge=0, description="keep raw uploads this long after ingestion (0: delete at once)"
+    )
+
+    # Operations (issue 13): logs, readiness, metrics, key lifecycle, rate limits.
+    log_format: Literal["console", "json"] = Field("console", description='"json": one JSON object per line')
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR")
+    ready_min_free_mb: int = Field(1024, ge=0, description="/readyz fails below this free space in data_dir")
+    ready_worker_timeout_s: float = Field(1.0, gt=0, description="how long /readyz waits for workers to answer")
+    ready_cache_s: float = Field(5.0, ge=0, description="how long /readyz reuses its worker answer")
+    metrics_db_cache_s: float = Field(5.0, ge=0, description="how long /metrics reuses its job/dataset counts")
+    worker_metrics_port: int | None = Field(
+        None, description="each worker process main process serves /metrics from this port on; unset: none"
+    )
+    key_last_used_interval_s: float = Field(60.0, ge=0, description="last_used_at is written at most this often")
+    rate_limit_enabled: bool = True
+    rate_limit_predictions: str = Field("600/minute", description="per key: N/second, N/minute or N/hour")
+    rate_limit_uploads: str = Field("60/minute", description="per key, dataset and weights uploads")
+    rate_limit_jobs: str = Field("120/minute", description="per key, training job creation")
+
+    # Web app (issue 10): sign-in sessions.
+    web_session_ttl_s: int = Field(8 * 3600, ge=60, description="a web sign-in lasts this long, then asks again")
+    web_cookie_secure: bool = Field(False, description="mark the session cookie Secure (set behind HTTPS)")
 
     @model_validator(mode="after")
     def _refuse_dev_secrets_in_production(self) -> Settings:
         if self.env == "production" and self.patient_salt == DEV_PATIENT_SALT:
             raise ValueError("HILUM_PATIENT_SALT must be set to a secret value in production")
+        if self.env == "production" and self.bootstrap_admin_key and len(self.bootstrap_admin_key) < 32:
+            raise ValueError("HILUM_BOOTSTRAP_ADMIN_KEY must be at least 32 characters in production")
         return self
 
     @property

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -32,6 +32,9 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    replaced_by: Mapped[str | None] = mapped_column(String(32), nullable=True)  # the key a rotation issued
 
 
 class Dataset(Base):
@@ -51,6 +54,10 @@ class Dataset(Base):
     created_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    # Ingestion's owner and lease, like a job's (hilum/jobstate.py claim_dataset, hilum/recovery.py).
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Job(Base):
@@ -88,9 +95,12 @@ class ModelVersion(Base):
     backbone: Mapped[str] = mapped_column(String(100))
     artifact_path: Mapped[str] = mapped_column(String(500))  # relative to the data dir
     class_names: Mapped[list[Any]] = mapped_column(default=list)
-    threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
+    threshold: Mapped[float | None] = mapped_column(Float, nullable=True)  # effective; the artifact keeps its own
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Fixed at registration from the artifact's fitness: an unfit version is never served silently.
+    fit_for_use: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    fitness_reasons: Mapped[list[Any]] = mapped_column(default=list)
 
 
 class WeightsFile(Base):
@@ -133,6 +143,21 @@ class AliasEvent(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class ThresholdEvent(Base):
+    """Who changed a version's operating threshold, from what to what, why and when (never the artifact)."""
+
+    __tablename__ = "threshold_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    old_threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
+    new_threshold: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Prediction(Base):
     """One answered prediction: who, when, which model version, input hash, output. No pixels, no PHI."""
 
@@ -148,3 +173,27 @@ class Prediction(Base):
     label: Mapped[str] = mapped_column(String(200))
     probabilities: Mapped[dict[str, Any]] = mapped_column()
     latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class WebSession(Base):
+    """A signed-in browser (the web app): only the SHA-256 of its cookie token is stored."""
+
+    __tablename__ = "web_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class AuditEvent(Base):
+    """One admin action (keys, weights, alias and threshold moves): who, what, on what, when."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    actor: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)  # API key id
+    action: Mapped[str] = mapped_column(String(64), index=True)  # e.g. key.create, alias.move
+    target: Mapped[str] = mapped_column(String(300))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)

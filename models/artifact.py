@@ -14,6 +14,19 @@ from torch import nn
 from models.backbones import create_backbone
 
 ARTIFACT_FORMAT = "hilum.classifier/1"
+FITNESS_NOT_ASSESSED = {"fit_for_use": True, "assessed": False, "reasons": ["not assessed"]}
+PLAIN_FIELDS = (
+    "model_args",
+    "operating_point",
+    "metrics",
+    "metadata",
+    "preprocessing",
+    "calibration",
+    "conformal",
+    "fitness",
+    "explanation",
+    "val_predictions",
+)
 
 
 def to_plain(value: object) -> object:
@@ -46,14 +59,42 @@ class ClassifierArtifact:
     operating_point: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
+    # Issue 9 (all optional: an older artifact loads with "not there" defaults).
+    preprocessing: dict = field(default_factory=dict)  # max_side, image_size, mean, std, interpolation, pad, ...
+    calibration: dict = field(default_factory=dict)  # method, temperature, applied, reason, nll/ece before/after
+    conformal: dict = field(default_factory=dict)  # method, coverage, qhat, n_cal, empirical_test_coverage
+    ood: dict = field(default_factory=dict)  # method, means/precision tensors, threshold, val_fpr
+    pretrained: bool | None = None  # None: the artifact predates the flag and its metadata does not say
+    weights: str | None = None  # "none", "imagenet", "local:<id>"
+    fitness: dict = field(default_factory=dict)  # fit_for_use, reasons
+    explanation: dict = field(default_factory=dict)  # heatmap scale: per-class Grad-CAM reference values
+    val_predictions: dict = field(default_factory=dict)  # p_pos, is_pos (or probs, labels) on validation
+
+    def __post_init__(self) -> None:
+        weights = self.weights if self.weights is not None else (self.metadata or {}).get("weights")
+        if weights is not None:
+            object.__setattr__(self, "weights", str(weights))
+            if self.pretrained is None:
+                object.__setattr__(self, "pretrained", str(weights) != "none")
+        if not self.fitness:
+            object.__setattr__(self, "fitness", dict(FITNESS_NOT_ASSESSED))
+
+    @property
+    def fit_for_use(self) -> bool:
+        return bool(self.fitness.get("fit_for_use", True))
 
     def save(self, path: Path) -> None:
         """Write atomically, so a reader never sees half an artifact."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for key in ("model_args", "operating_point", "metrics", "metadata"):
+        for key in PLAIN_FIELDS:
             payload[key] = to_plain(payload[key])
+        # ``ood`` holds tensors (means, precision): keep them as tensors, everything else plain.
+        payload["ood"] = {
+            k: (v.detach().cpu().contiguous() if isinstance(v, torch.Tensor) else to_plain(v))
+            for k, v in self.ood.items()
+        }
         payload["state_dict"] = {k: v.detach().cpu().contiguous() for k, v in self.state_dict.items()}
         payload["format"] = ARTIFACT_FORMAT
         tmp = path.with_name(path.name + ".tmp")

@@ -7,28 +7,20 @@ from pathlib import Path
 
 import torch
 
+from models.catalog import KNOWN_BACKBONES, check_backbone_name
 from models.weights import LocalWeights, WeightsSource, WeightsUnavailable, ensure_imagenet_available
 
+# Re-exported: callers know the catalogue as part of the backbone factory.
+__all__ = [
+    "KNOWN_BACKBONES",
+    "check_backbone_name",
+    "classifier_of",
+    "create_backbone",
+    "model_args",
+    "pooled_features",
+]
+
 _logger = logging.getLogger(__name__)
-
-KNOWN_BACKBONES: tuple[str, ...] = (
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "efficientnet_b0",
-    "efficientnet_b1",
-    "efficientnet_b2",
-    "efficientnet_b3",
-    "efficientnet_b4",
-    "test_resnet",
-    "test_efficientnet",
-)
-
-
-def check_backbone_name(name: str) -> None:
-    """Raise ``ValueError`` with the fix when ``name`` is not a supported backbone."""
-    if name not in KNOWN_BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; known backbones: {', '.join(KNOWN_BACKBONES)}")
 
 
 def create_backbone(name: str, *, weights: WeightsSource, num_classes: int, in_chans: int = 1) -> torch.nn.Module:

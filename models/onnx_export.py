@@ -1,10 +1,13 @@
 """Export a classifier artifact to ONNX: calibrated probabilities out, the artifact's metadata inside.
 
 The exported graph is ``softmax(model(image) / temperature)``, so an ONNX runtime gives the same
-calibrated probabilities as ``Predictor``; preprocessing (``pipelines.preprocess.to_model_input``) stays
+calibrated probabilities as ``Predictor``; preprocessing (``pipelines.model_input.model_input``) stays
 outside the graph and its parameters travel in ``metadata_props`` (JSON values):
-``class_names``, ``threshold``, ``positive_class``, ``image_size``, ``mean``, ``std``, ``backbone``,
-``temperature`` (already folded in; for the record), ``operating_point`` and ``format``.
+``class_names``, ``threshold``, ``positive_class``, ``image_size``, ``mean``, ``std``, ``preprocessing``
+(the artifact's whole input path: maximum side, interpolation, padding, chest-film check), ``backbone``,
+``temperature`` (already folded in; for the record), ``operating_point`` and ``format``. The parity check
+against PyTorch lives with the input path (``pipelines.model_input.check_onnx_parity``): models never
+import pipelines.
 
 Uses the TorchScript-based exporter (``dynamo=False``): the torch.export-based one, the default
 since torch 2.9, needs the ``onnxscript`` package.
@@ -16,11 +19,9 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -61,6 +62,8 @@ def onnx_metadata(artifact: ClassifierArtifact) -> dict[str, str]:
         "backbone": artifact.backbone,
         "temperature": float(artifact.temperature),
         "operating_point": artifact.operating_point,
+        "preprocessing": getattr(artifact, "preprocessing", None)
+        or {"image_size": int(artifact.image_size), "mean": float(artifact.mean), "std": float(artifact.std)},
     }
     return {k: json.dumps(v) for k, v in values.items()}
 
@@ -82,7 +85,8 @@ def read_onnx_metadata(path: Path) -> dict[str, Any]:
 def export_onnx(artifact: ClassifierArtifact, path: Path, *, opset: int = 17) -> Path:
     """Write ``artifact`` as ONNX to ``path`` (atomically) and return it.
 
-    Input ``image``: float32 (N, 1, S, S), already normalised by ``to_model_input``, N dynamic.
+    Input ``image``: float32 (N, 1, S, S), already normalised by ``pipelines.model_input.model_input``,
+    N dynamic.
     Output ``probabilities``: float32 (N, num_classes), temperature-scaled softmax.
     """
     import onnx
@@ -118,29 +122,3 @@ def export_onnx(artifact: ClassifierArtifact, path: Path, *, opset: int = 17) ->
     os.replace(tmp, path)
     _logger.info("exported %s (%s, opset %d) to %s", artifact.backbone, artifact.class_names, opset, path)
     return path
-
-
-def check_onnx_parity(
-    artifact: ClassifierArtifact, onnx_path: Path, images: Sequence[np.ndarray], *, predictor: Any = None
-) -> float:
-    """Max |ONNX - PyTorch| over the calibrated probabilities of ``images`` (uint8 HxW), one batch each.
-
-    Both sides see the same ``to_model_input`` tensors; the PyTorch side is ``Predictor.probabilities``
-    (``predictor`` reuses a loaded one). An export is good when this is <= ``PARITY_TOLERANCE``.
-    """
-    import onnxruntime as ort
-
-    # Imported here: pipelines build on models, not the other way round, except for this check.
-    from pipelines.infer import Predictor
-    from pipelines.preprocess import to_model_input
-
-    if not images:
-        raise ValueError("check_onnx_parity needs at least one image")
-    a = artifact
-    x = np.stack([to_model_input(im, image_size=a.image_size, mean=a.mean, std=a.std).numpy() for im in images])
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    (onnx_probs,) = session.run([OUTPUT_NAME], {INPUT_NAME: x.astype(np.float32)})
-    torch_probs = (predictor or Predictor(a)).probabilities(list(images))
-    if onnx_probs.shape != torch_probs.shape:
-        raise ValueError(f"ONNX gives {onnx_probs.shape}, PyTorch {torch_probs.shape}")
-    return float(np.abs(onnx_probs.astype(np.float64) - torch_probs.astype(np.float64)).max())

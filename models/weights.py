@@ -73,7 +73,7 @@ def validate_weights_file(path: Path, backbone: str) -> dict:
     """
     import timm
 
-    from models.backbones import check_backbone_name
+    from models.catalog import check_backbone_name
 
     check_backbone_name(backbone)
     path = Path(path)

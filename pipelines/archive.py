@@ -18,7 +18,10 @@ log = logging.getLogger(__name__)
 
 SKIPPED_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini", "ehthumbs.db"})
 SKIPPED_DIRS = frozenset({"__macosx"})
-RATIO_MIN_BYTES = 1 << 20  # the compression-ratio check applies to members of at least 1 MiB
+# The compression-ratio rule applies to each member of at least 1 MiB, and to the archive's total
+# (sum of uncompressed / sum of compressed sizes) once it unpacks to at least 1 MiB: many small
+# members of zeros are a zip bomb too.
+RATIO_MIN_BYTES = 1 << 20
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -87,6 +90,7 @@ def scan_archive(path: Path, limits: ArchiveLimits) -> list[ArchiveEntry]:
     entries: list[ArchiveEntry] = []
     seen: set[str] = set()
     total = 0
+    total_compressed = 0
     for info in infos:
         name = _normalise(info.filename)
         if _is_symlink(info):
@@ -109,11 +113,17 @@ def scan_archive(path: Path, limits: ArchiveLimits) -> list[ArchiveEntry]:
                 f"the file {name!r} is compressed more than {limits.max_ratio:g}:1 (looks like a zip bomb)"
             )
         total += info.file_size
+        total_compressed += info.compress_size
         if total > limits.max_total_bytes:
             raise ArchiveRejected(f"the zip unpacks to more than {limits.max_total_bytes:,} bytes, over the limit")
         entries.append(ArchiveEntry(name=name, size=info.file_size, raw_name=info.filename))
     if not entries:
         raise ArchiveRejected("the zip contains no usable files")
+    if total >= RATIO_MIN_BYTES and total > limits.max_ratio * max(total_compressed, 1):
+        raise ArchiveRejected(
+            f"the zip as a whole unpacks {total / max(total_compressed, 1):.0f}:1 ({total:,} bytes from "
+            f"{total_compressed:,}), more than {limits.max_ratio:g}:1 (looks like a zip bomb)"
+        )
     return entries
 
 

@@ -19,15 +19,29 @@ characters, so identical files collapse. An exact duplicate with the same label 
 reported and kept once; identical bytes under different labels are a *conflict*:
 every copy is dropped (the label cannot be trusted) and reported.
 
+Labels: every label (folder name or CSV cell) is normalised by one rule, ``normalise_label``: surrounding
+whitespace stripped, inner runs of whitespace made one space, upper-cased (``pneumonia `` -> ``PNEUMONIA``).
+Spellings merged that way are reported as a warning. An upload may declare its classes
+(``IngestConfig.declared_classes``): a label outside them, or a declared class without files, refuses the
+upload. Without a declaration, labels other than NORMAL and PNEUMONIA, or no PNEUMONIA class, are warnings.
+
+Long reports: the report keeps the first ``REPORT_REJECTED_MAX`` rejections, their total and the counts by
+reason; every rejection is in ``rejections.jsonl`` beside it (``load_rejections`` pages through it).
+Duplicates and conflicts are listed up to the same number, with their totals.
+
 Patients: patient key = sha256(salt + patient_id)[:32] where the patient id comes
 from the CSV column, else the DICOM PatientID; with neither, each image is its own
 patient (key derived from the content hash). Raw patient ids never reach disk or logs.
+
+Source names: with ``IngestConfig.source_key`` (always, in the service) member paths are kept in the
+manifest and the report only as pseudonyms, see ``pseudonymise_source``.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import hmac
 import io
 import json
 import logging
@@ -40,13 +54,14 @@ import zipfile
 import zlib
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from pipelines.archive import ArchiveEntry, ArchiveLimits, read_entry, scan_archive
-from pipelines.imaging import ImageRejected, chest_xray_problem, decode_image
+from pipelines.imaging import ImageRejected
+from pipelines.model_input import decode_checked
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +70,16 @@ PATIENT_COLUMNS = ("patient_id", "patientid", "patient")
 MAX_CSV_BYTES = 64 * 2**20
 SAMPLE_ID_CHARS = 24
 _LABEL_OK = re.compile(r"^[^\x00-\x1f/\\]{1,64}$")
+EXPECTED_CLASSES = ("NORMAL", "PNEUMONIA")  # what a pneumonia classifier is normally trained on
+POSITIVE_CLASS = "PNEUMONIA"
+REPORT_REJECTED_MAX = 100  # rejections listed in the report itself; all of them are in REJECTIONS_FILE
+REPORT_REASONS_MAX = 20  # distinct reasons counted in the report (the rest under "other reasons")
+REJECTIONS_FILE = "rejections.jsonl"
+
+
+def normalise_label(raw: str) -> str:
+    """The one label rule: strip, collapse inner whitespace to one space, upper-case."""
+    return " ".join(raw.split()).upper()
 
 
 @dataclass(frozen=True)
@@ -64,6 +89,11 @@ class IngestConfig:
     limits: ArchiveLimits = ArchiveLimits()
     min_classes: int = 2
     classes: tuple[str, ...] | None = None  # when set, labels outside it are rejected per file
+    # When set, the upload must hold exactly these classes (normalised): otherwise DatasetRejected.
+    declared_classes: tuple[str, ...] | None = None
+    # HMAC key of the stored source names (see pseudonymise_source); None keeps member paths as they are,
+    # for tests and local tools only: the service always sets it (hilum/configs.py).
+    source_key: str | None = None
 
 
 class DatasetRejected(ValueError):
@@ -97,8 +127,13 @@ class IngestReport:
     class_counts: dict[str, int] = field(default_factory=dict)
     imbalance_ratio: float | None = None
     patient_count: int = 0
-    rejected: list[dict[str, str]] = field(default_factory=list)
-    duplicates: list[dict[str, str]] = field(default_factory=list)
+    rejected: list[dict[str, str]] = field(default_factory=list)  # the first REPORT_REJECTED_MAX
+    rejected_total: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    duplicates: list[dict[str, str]] = field(default_factory=list)  # the first REPORT_REJECTED_MAX
+    duplicates_total: int = 0
+    conflicts_total: int = 0
     conflicts: list[dict[str, object]] = field(default_factory=list)
     dicom_mix: dict[str, dict[str, int]] = field(
         default_factory=lambda: {"modalities": {}, "photometric": {}, "transfer_syntaxes": {}}
@@ -113,6 +148,35 @@ class IngestReport:
 def patient_key(salt: str, patient_id: str) -> str:
     """The salted hash stored instead of a patient id."""
     return hashlib.sha256((salt + patient_id).encode("utf-8")).hexdigest()[:32]
+
+
+def pseudonymise_source(name: str, key: str, *, folder: str | None = None) -> str:
+    """The stored form of a member's path: ``[folder/]<HMAC>.<ext>``.
+
+    HMAC-SHA256 of the whole original path keyed with ``key`` (the service uses the patient salt), first
+    16 hex characters; the extension is kept when it is 1-5 letters or digits; ``folder`` is the file's
+    class. File and folder names often carry patient names, IDs or dates, so no part of them is kept.
+    The same path gives the same pseudonym in every report of one deployment.
+    """
+    digest = hmac.new(key.encode("utf-8"), name.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
+    base = name.rsplit("/", 1)[-1]
+    suffix = base.rpartition(".")[2].lower() if "." in base else ""
+    ext = f".{suffix}" if re.fullmatch(r"[a-z0-9]{1,5}", suffix) else ""
+    return f"{folder}/{digest}{ext}" if folder else digest + ext
+
+
+def _pseudonymise(report: IngestReport, rows: list[ManifestRow], key: str) -> list[ManifestRow]:
+    """Replace every member path in the report and the manifest rows by its pseudonym."""
+    for entries, fields in ((report.rejected, ("file",)), (report.duplicates, ("file", "duplicate_of"))):
+        for entry in entries:
+            for f in fields:
+                if f in entry:
+                    entry[f] = pseudonymise_source(entry[f], key)
+    for conflict in report.conflicts:
+        for f in ("file", "other"):
+            if isinstance(conflict.get(f), str):
+                conflict[f] = pseudonymise_source(str(conflict[f]), key)
+    return [replace(r, source_name=pseudonymise_source(r.source_name, key, folder=r.label)) for r in rows]
 
 
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:
@@ -173,6 +237,7 @@ class _Plan:
     classes: list[str]
     items: list[_Item]
     missing: list[str]  # CSV rows naming files not in the zip
+    warnings: list[str] = field(default_factory=list)
 
 
 def _common_prefix(names: list[str]) -> str:
@@ -230,21 +295,25 @@ def _check_label(label: str, config: IngestConfig) -> str:
         return "empty label"
     if not _LABEL_OK.match(label):
         return f"label {label!r} is not a valid class name (1-64 characters, no slashes)"
-    if config.classes is not None and label not in config.classes:
+    if config.classes is not None and label not in {normalise_label(c) for c in config.classes}:
         return f"unknown label {label!r} (expected one of: {', '.join(config.classes)})"
     return ""
 
 
 def _plan_folders(images: list[ArchiveEntry], prefix: str, config: IngestConfig) -> _Plan:
     items: list[_Item] = []
+    spellings: dict[str, set[str]] = {}
     for e in images:
         rel = e.name[len(prefix) :] if e.name.startswith(prefix) else e.name
         if "/" not in rel or not e.name.startswith(prefix):
             items.append(_Item(e, rel, None, reason="file is not inside a class folder"))
             continue
-        label = rel.split("/", 1)[0].strip()
+        raw = rel.split("/", 1)[0]
+        label = normalise_label(raw)
         reason = _check_label(label, config)
         items.append(_Item(e, rel, None if reason else label, reason=reason))
+        if not reason:
+            spellings.setdefault(label, set()).add(raw)
     classes = sorted({i.label for i in items if i.label is not None})
     if not classes:
         raise DatasetRejected(
@@ -252,7 +321,7 @@ def _plan_folders(images: list[ArchiveEntry], prefix: str, config: IngestConfig)
             "or add a labels.csv with columns file,label"
         )
     _check_class_count(classes, config, "class folder")
-    return _Plan("folders", classes, items, [])
+    return _Plan("folders", classes, items, [], _check_classes(classes, items, spellings, config))
 
 
 def _check_class_count(classes: list[str], config: IngestConfig, what: str) -> None:
@@ -289,6 +358,7 @@ def _plan_csv(text: str, images: list[ArchiveEntry], prefix: str, config: Ingest
     by_base = {rel.rsplit("/", 1)[-1]: e for rel, e in by_rel.items()}
     listed: dict[str, _Item] = {}
     missing: list[str] = []
+    spellings: dict[str, set[str]] = {}
     for row in reader:
         if not row or all(not c.strip() for c in row):
             continue
@@ -304,9 +374,12 @@ def _plan_csv(text: str, images: list[ArchiveEntry], prefix: str, config: Ingest
         rel = entry.name[len(prefix) :]
         if rel in listed:
             continue  # a repeated row: the first wins
-        label = _cell(row, li)
+        raw = row[li] if li < len(row) else ""
+        label = normalise_label(raw)
         reason = _check_label(label, config)
         listed[rel] = _Item(entry, rel, None if reason else label, _cell(row, pi) or None, reason)
+        if not reason:
+            spellings.setdefault(label, set()).add(raw)
     items = list(listed.values())
     for rel, e in by_rel.items():
         if rel not in listed:
@@ -322,7 +395,44 @@ def _plan_csv(text: str, images: list[ArchiveEntry], prefix: str, config: Ingest
             f"labels.csv names no file of the zip with a usable label ({len(missing)} rows name missing files)"
         )
     _check_class_count(classes, config, "label")
-    return _Plan("csv", classes, items, missing)
+    return _Plan("csv", classes, items, missing, _check_classes(classes, items, spellings, config))
+
+
+def _check_classes(
+    classes: list[str], items: list[_Item], spellings: dict[str, set[str]], config: IngestConfig
+) -> list[str]:
+    """Refuse an upload that breaks its declared classes; return the warnings about its labels."""
+    counts = Counter(i.label for i in items if i.label is not None)
+    if config.declared_classes is not None:
+        declared = sorted({normalise_label(c) for c in config.declared_classes if c.strip()})
+        extra = [c for c in classes if c not in declared]
+        if extra:
+            listed = ", ".join(f"{c} ({counts[c]} file{'s' if counts[c] != 1 else ''})" for c in extra)
+            raise DatasetRejected(
+                f"labels {listed} are not among the declared classes {', '.join(declared)} "
+                f"(the upload has: {', '.join(classes)})"
+            )
+        absent = [c for c in declared if c not in counts]
+        if absent:
+            raise DatasetRejected(
+                f"no files for the declared class {', '.join(absent)} (the upload has: {', '.join(classes)})"
+            )
+    warnings = []
+    for label, raws in sorted(spellings.items()):
+        if raws != {label}:
+            shown = ", ".join(repr(r) for r in sorted(raws))
+            verb = "merged" if len(raws) > 1 else "renamed"
+            warnings.append(f"label spellings {verb} by the label rule (strip, upper-case): {shown} -> {label}")
+    if config.declared_classes is None:
+        unusual = [c for c in classes if c not in EXPECTED_CLASSES]
+        if unusual:
+            warnings.append(
+                f"unexpected class{'es' if len(unusual) > 1 else ''} {', '.join(unusual)}: a pneumonia model is "
+                f"usually trained on {', '.join(EXPECTED_CLASSES)}; declare the classes to make this explicit"
+            )
+        if POSITIVE_CLASS not in classes:
+            warnings.append(f"no {POSITIVE_CLASS} class: the model will not learn to recognise pneumonia")
+    return warnings
 
 
 def _cell(row: list[str], index: int | None) -> str:
@@ -390,7 +500,7 @@ def _ingest_into(
     config: IngestConfig,
     progress: Callable[[int, int], None] | None,
 ) -> IngestReport:
-    report = IngestReport(layout=plan.layout)
+    report = IngestReport(layout=plan.layout, warnings=list(plan.warnings))
     report.rejected.extend({"file": m, "reason": "listed in labels.csv but not in the zip"} for m in plan.missing)
     kept: dict[str, _Kept] = {}  # content hash -> first accepted copy
     failed: dict[str, str] = {}  # content hash -> rejection reason
@@ -407,7 +517,7 @@ def _ingest_into(
             try:
                 data = read_entry(zf, item.entry, config.limits)
             except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
-                log.debug("damaged member: %s", exc)
+                log.debug("damaged member: %s", type(exc).__name__)  # the message may name the file
                 report.rejected.append({"file": item.entry.name, "reason": "the file is damaged inside the zip"})
                 continue
             digest = hashlib.sha256(data).hexdigest()
@@ -418,10 +528,7 @@ def _ingest_into(
                 _record_repeat(report, kept, conflicted, digest, item, tmp)
                 continue
             try:
-                decoded = decode_image(data, max_side=config.max_side)
-                problem = chest_xray_problem(decoded.dicom)
-                if problem:
-                    raise ImageRejected(problem)
+                decoded = decode_checked(data, max_side=config.max_side)
             except ImageRejected as exc:
                 failed[digest] = str(exc)
                 report.rejected.append({"file": item.entry.name, "reason": str(exc)})
@@ -487,7 +594,10 @@ def _record_repeat(
 
 
 def _finish(report: IngestReport, kept: dict[str, _Kept], tmp: Path, config: IngestConfig) -> None:
-    rows = sorted((k.row for k in kept.values()), key=lambda r: r.source_name)
+    rows = [k.row for k in kept.values()]
+    if config.source_key is not None:
+        rows = _pseudonymise(report, rows, config.source_key)
+    rows.sort(key=lambda r: r.source_name)
     counts = Counter(r.label for r in rows)
     report.accepted = len(rows)
     report.classes = sorted(counts)
@@ -502,7 +612,37 @@ def _finish(report: IngestReport, kept: dict[str, _Kept], tmp: Path, config: Ing
             f"({', '.join(report.classes) or 'none'}) have usable images; at least {config.min_classes} are needed"
             + (f" (rejected: {detail})" if detail else "")
         )
+    _summarise_rejections(report, tmp)
     with open(tmp / "manifest.jsonl", "w", encoding="utf-8") as fh:
         for r in rows:
             fh.write(json.dumps(asdict(r), sort_keys=True) + "\n")
     (tmp / "report.json").write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True), encoding="utf-8")
+
+
+def _summarise_rejections(report: IngestReport, out: Path) -> None:
+    """Every rejection to ``REJECTIONS_FILE``; the report keeps the first few, the total and counts by reason."""
+    with open(out / REJECTIONS_FILE, "w", encoding="utf-8") as fh:
+        for entry in report.rejected:
+            fh.write(json.dumps(entry, sort_keys=True) + "\n")
+    reasons = Counter(r["reason"] for r in report.rejected)
+    top = dict(reasons.most_common(REPORT_REASONS_MAX))
+    rest = sum(reasons.values()) - sum(top.values())
+    report.rejected_total = len(report.rejected)
+    report.rejected_by_reason = top | ({"other reasons": rest} if rest else {})
+    report.rejected = report.rejected[:REPORT_REJECTED_MAX]
+    report.duplicates_total, report.conflicts_total = len(report.duplicates), len(report.conflicts)
+    report.duplicates = report.duplicates[:REPORT_REJECTED_MAX]
+    report.conflicts = report.conflicts[:REPORT_REJECTED_MAX]
+
+
+def load_rejections(dataset_dir: Path, *, offset: int = 0, limit: int = 100) -> tuple[int, list[dict[str, str]]]:
+    """(total, rejections[offset:offset + limit]) of an ingested dataset, read from ``REJECTIONS_FILE``."""
+    total, page = 0, []
+    with open(Path(dataset_dir) / REJECTIONS_FILE, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            if offset <= total < offset + limit:
+                page.append(json.loads(line))
+            total += 1
+    return total, page

@@ -125,6 +125,7 @@ def dicom_bytes(
     rescale: tuple[float, float] | None = None,
     presentation_lut_shape: str | None = None,
     body_part: str = "CHEST",
+    extra_tags: dict[str, str] | None = None,
 ) -> bytes:
     """Encode a single-frame grayscale DICOM file holding ``image01`` (float in [0, 1], bone bright).
 
@@ -133,7 +134,8 @@ def dicom_bytes(
     unchanged, so the modality values are ``stored * slope + intercept``);
     ``window`` is (center, width) in modality units. ``transfer_syntax`` is
     "explicit", "implicit", "rle", "jpeg2000" (lossless) or "jpeg" (8-bit baseline,
-    encoded with Pillow and encapsulated; needs ``bits_stored=8``).
+    encoded with Pillow and encapsulated; needs ``bits_stored=8``). ``extra_tags`` sets further
+    attributes by keyword (e.g. PatientName, PatientBirthDate, InstitutionName: PHI tests).
     """
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.encaps import encapsulate
@@ -189,6 +191,8 @@ def dicom_bytes(
     ds.PixelRepresentation = 0
     if presentation_lut_shape:
         ds.PresentationLUTShape = presentation_lut_shape
+    for keyword, value in (extra_tags or {}).items():
+        setattr(ds, keyword, value)
     if rescale is not None:
         ds.RescaleSlope, ds.RescaleIntercept = f"{rescale[0]:g}", f"{rescale[1]:g}"
         ds.RescaleType = "US"

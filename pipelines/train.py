@@ -18,8 +18,12 @@ import torch
 from models.artifact import ClassifierArtifact
 from models.backbones import model_args
 from models.weights import WeightsSource
+from pipelines.explain import cam_reference
+from pipelines.model_input import INTERPOLATION, LEGACY_MAX_SIDE, PAD
 from pipelines.training import calibration as C
+from pipelines.training import conformal, fitness, ood
 from pipelines.training import data as D
+from pipelines.training import evaluation as E
 from pipelines.training.evaluation import evaluate_predictions
 from pipelines.training.loop import TrainingRun, lr_at, weights_label
 from pipelines.training.report import write_report
@@ -52,71 +56,141 @@ def _library_versions() -> dict:
 
 
 def _calibrate(run: TrainingRun) -> dict:
-    """Temperature on validation logits, then the threshold for the target sensitivity, then val metrics."""
-    logits = run.logits_for(run.val_set.images).numpy()
+    """Temperature on validation logits (kept only when it helps), the threshold, val metrics and predictions."""
+    logits = run.logits_for(run.val_set.images, "val").numpy()
     labels = run.val_set.labels.numpy()
-    temperature = C.fit_temperature(logits, labels)
+    calibration = C.calibrate(logits, labels)
+    temperature = float(calibration["temperature"])
     before, after = C.softmax(logits), C.softmax(logits, temperature)
     out: dict = {
+        "calibration": calibration,
         "temperature": temperature,
-        "nll_before": C.nll(logits, labels),
-        "nll_after": C.nll(logits, labels, temperature),
-        "ece_before": C.expected_calibration_error(before, labels),
-        "ece_after": C.expected_calibration_error(after, labels),
         "threshold": None,
         "threshold_note": None,
         "probs_before": before,
         "probs_after": after,
         "labels": labels,
+        "operating_point": {},
     }
-    if run.positive is not None:
-        out["threshold"], out["threshold_note"] = C.threshold_for_sensitivity(
-            after[:, run.positive], labels == run.positive, run.spec.target_sensitivity
+    pos = run.positive
+    if pos is not None:
+        target = run.spec.target_sensitivity
+        out["threshold"], out["threshold_note"] = C.threshold_for_sensitivity(after[:, pos], labels == pos, target)
+        out["operating_point"] = E.operating_point(
+            after[:, pos],
+            labels == pos,
+            out["threshold"],
+            rule=f"the highest threshold whose validation sensitivity is at least {target:g}",
+            note=out["threshold_note"],
         )
-    out["val_metrics"] = evaluate_predictions(after, labels, positive=run.positive, threshold=out["threshold"])
+    out["val_metrics"] = evaluate_predictions(
+        after,
+        labels,
+        positive=pos,
+        threshold=out["threshold"],
+        resamples=run.spec.bootstrap_resamples,
+        seed=run.spec.seed,
+    )
     return out
 
 
-def _test(run: TrainingRun, temperature: float, threshold: float | None) -> tuple[dict, np.ndarray, np.ndarray]:
+def _trust(run: TrainingRun, cal: dict) -> dict:
+    """Conformal sets, the OOD score and the heatmap reference, all fitted on training/validation films."""
+    names = list(run.data.class_names)
+    out: dict = {"conformal": {}, "ood": {}, "explanation": {}}
+    if len(cal["labels"]):
+        out["conformal"] = conformal.fit(cal["probs_after"], cal["labels"])
+    train_features = run.penultimate_features(run.train_set.images, "train").numpy()
+    val_features = run.penultimate_features(run.val_set.images, "val").numpy()
+    out["ood"] = ood.fit(train_features, run.train_set.labels.numpy(), val_features)
+    if len(cal["labels"]):
+        x = D.make_batch(run.val_set.images, mean=run.mean, std=run.std, g=None)
+        out["explanation"] = cam_reference(run.model, x, run.val_set.labels, names)
+    return out
+
+
+def _test(run: TrainingRun, cal: dict, trust: dict) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Test metrics once, plus the test figures of the trust layer (conformal coverage, OOD flag rate)."""
     test_set = D.load_split(run.test_items, run.spec.image_size)
     logits = run.logits_for(test_set.images).numpy()
     labels = test_set.labels.numpy()
-    probs = C.softmax(logits, temperature)
+    probs = C.softmax(logits, cal["temperature"])
     metrics = evaluate_predictions(
         probs,
         labels,
         positive=run.positive,
-        threshold=threshold,
+        threshold=cal["threshold"],
         resamples=run.spec.bootstrap_resamples,
         seed=run.spec.seed,
     )
+    names = list(run.data.class_names)
+    conf = trust["conformal"]
+    if conf:
+        conf["empirical_test_coverage"] = conformal.empirical_coverage(probs, labels, conf["qhat"], names)
+        conf["test_set_sizes"] = conformal.set_sizes(probs, conf["qhat"], names)
+        conf["n_test"] = int(len(labels))
+    if trust["ood"]:
+        scores = ood.score(trust["ood"], run.penultimate_features(test_set.images).numpy())
+        trust["ood"]["test_flag_rate"] = float(np.mean(scores > trust["ood"]["threshold"])) if scores.size else None
+        trust["ood"]["n_test"] = int(scores.size)
     return metrics, probs, labels
 
 
-def _operating_point(cal: dict) -> dict:
-    vm = cal["val_metrics"]
+def _threshold_tables(run: TrainingRun, cal: dict, test_probs: np.ndarray, test_labels: np.ndarray) -> dict:
+    pos = run.positive
+    if pos is None:
+        return {}
+    thresholds = [*E.TABLE_THRESHOLDS, *([cal["threshold"]] if cal["threshold"] is not None else [])]
     return {
-        "threshold": cal["threshold"],
-        "sensitivity": vm.get("sensitivity"),
-        "specificity": vm.get("specificity"),
-        "split": "validation",
-        "note": cal["threshold_note"],
+        "validation": E.threshold_table(cal["probs_after"][:, pos], cal["labels"] == pos, thresholds),
+        "test": E.threshold_table(test_probs[:, pos], test_labels == pos, thresholds),
     }
 
 
+def _val_predictions(run: TrainingRun, cal: dict) -> dict:
+    """Validation predictions (calibrated) for a UI slider to recompute the operating point at any threshold."""
+    pos = run.positive
+    out: dict = {"labels": cal["labels"].tolist(), "probs": np.round(cal["probs_after"], 6).tolist()}
+    if pos is not None:
+        out["p_pos"] = np.round(cal["probs_after"][:, pos], 6).tolist()
+        out["is_pos"] = (cal["labels"] == pos).tolist()
+    return out
+
+
+def _fitness(run: TrainingRun, cal: dict) -> dict:
+    vm = cal["val_metrics"]
+    losses = [h["val"].get("loss") for h in run.history if h.get("val")]
+    calibration = cal["calibration"]
+    losses.append(calibration.get("nll_fitted") or calibration.get("nll_after"))
+    return fitness.assess(
+        cal["probs_after"], cal["labels"], auroc=vm.get("auroc"), auroc_ci95=vm.get("auroc_ci95"), val_losses=losses
+    )
+
+
+def _public_ood(state: dict) -> dict:
+    """The OOD dict without its tensors (for the report)."""
+    return {k: v for k, v in state.items() if not isinstance(v, torch.Tensor)}
+
+
 def _write_report(
-    run: TrainingRun, cal: dict, test_metrics: dict, test_probs: np.ndarray, test_labels: np.ndarray, metadata: dict
+    run: TrainingRun,
+    cal: dict,
+    trust: dict,
+    test: tuple[dict, np.ndarray, np.ndarray],
+    extra: dict,
 ) -> Path:
+    test_metrics, test_probs, test_labels = test
     pos = run.positive
     roc = {}
     if pos is not None:
         roc = {
-            "validation": (cal["probs_after"][:, pos], cal["labels"] == pos),
-            "test": (test_probs[:, pos], test_labels == pos),
+            "validation": (cal["probs_after"][:, pos], cal["labels"] == pos, cal["val_metrics"].get("auroc_ci95")),
+            "test": (test_probs[:, pos], test_labels == pos, test_metrics.get("auroc_ci95")),
         }
     cm_labels = (
         [run.data.class_names[1 - pos], run.data.class_names[pos]] if pos is not None else list(run.data.class_names)
     )
+    calibration = cal["calibration"]
     report = {
         "class_names": run.data.class_names,
         "positive_class": None if pos is None else run.data.class_names[pos],
@@ -126,19 +200,29 @@ def _write_report(
         "stopped_early": run.stopped_early,
         "timings": run.timings,
         "history": run.history,
-        "calibration": {k: cal[k] for k in ("temperature", "nll_before", "nll_after", "ece_before", "ece_after")},
-        "operating_point": _operating_point(cal),
+        "calibration": calibration,
+        "reliability": {
+            "before": C.reliability_bins(cal["probs_before"], cal["labels"], bins=calibration["bins"]),
+            "after": C.reliability_bins(cal["probs_after"], cal["labels"], bins=calibration["bins"]),
+        },
+        "operating_point": cal["operating_point"],
+        "threshold_table": _threshold_tables(run, cal, test_probs, test_labels),
         "val_metrics": cal["val_metrics"],
         "test_metrics": test_metrics,
+        "conformal": trust["conformal"],
+        "ood": _public_ood(trust["ood"]),
+        "explanation": trust["explanation"],
+        "val_predictions": _val_predictions(run, cal),
         "split_sizes": {"train": len(run.data.train), "val": len(run.data.val), "test": len(run.data.test)},
-        "metadata": metadata,
+        **extra,
     }
     return write_report(
         run.out_dir / "report",
         report,
         history=run.history,
         roc=roc,
-        calibration=(cal["probs_before"], cal["probs_after"], cal["labels"]),
+        operating_point=cal["operating_point"],
+        calibration=(cal["probs_before"], cal["probs_after"], cal["labels"], calibration),
         confusion=(test_metrics["confusion_matrix"], cm_labels),
     )
 
@@ -152,13 +236,24 @@ def train_classifier(
     on_progress: Callable[[dict], None] = lambda e: None,
     should_stop: Callable[[], bool] = lambda: False,
     extra_metadata: dict | None = None,
+    max_side: int | None = None,
 ) -> TrainResult:
-    """Train, calibrate, pick the threshold, test once, report, and write ``out_dir/model.pt``.
+    """Train, calibrate, pick the threshold, fit conformal sets and the OOD score, test once, report, and
+    write ``out_dir/model.pt``.
 
+    ``max_side`` is the longest side the dataset's canonical images were bounded to at ingestion (recorded in
+    the artifact's ``preprocessing``; default the legacy 512).
     Resumes from ``out_dir/checkpoints/last.pt`` when it matches this spec, data and weights.
     Raises ``TrainingCancelled`` when ``should_stop()`` turns true (the last epoch checkpoint is kept).
     """
     out_dir = Path(out_dir)
+    label = weights_label(weights)
+    pretrained = label != "none"
+    if not pretrained:
+        _logger.warning(
+            "training %s from random weights (weights: none): expect far lower accuracy than a pretrained start",
+            spec.backbone,
+        )
     run = TrainingRun(spec, data, out_dir, weights=weights, on_progress=on_progress, should_stop=should_stop)
     run.build_data()
     run.build_model()
@@ -169,20 +264,37 @@ def train_classifier(
 
     run.emit("calibrating")
     cal = _calibrate(run)
+    trust = _trust(run, cal)
     run.emit("testing")
-    test_metrics, test_probs, test_labels = _test(run, cal["temperature"], cal["threshold"])
+    test = _test(run, cal, trust)
+    test_metrics = test[0]
+    fit = _fitness(run, cal)
+    if not fit["fit_for_use"]:
+        _logger.warning("model is not fit for use: %s", "; ".join(fit["reasons"]))
     metadata = {
         "dataset_fingerprint": run.fingerprint,
         "spec": spec.to_dict(),
-        "weights": weights_label(weights),
+        "weights": label,
+        "pretrained": pretrained,
         "library_versions": _library_versions(),
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
         "device": str(run.device),
         "best_epoch": run.best_epoch,
         "extra_metadata": extra_metadata or {},
     }
-    report_path = _write_report(run, cal, test_metrics, test_probs, test_labels, metadata)
+    warnings = [] if pretrained else ["trained from random weights (weights: none), not from pretrained weights"]
+    extra = {"pretrained": pretrained, "weights": label, "fitness": fit, "warnings": warnings, "metadata": metadata}
+    report_path = _write_report(run, cal, trust, test, extra)
     pos = run.positive
+    preprocessing = {
+        "max_side": int(max_side) if max_side else LEGACY_MAX_SIDE,
+        "image_size": spec.image_size,
+        "mean": float(run.mean),
+        "std": float(run.std),
+        "interpolation": INTERPOLATION,
+        "pad": PAD,
+        "chest_check": True,
+    }
     artifact = ClassifierArtifact(
         state_dict={k: v.detach().cpu() for k, v in run.model.state_dict().items()},
         backbone=spec.backbone,
@@ -194,9 +306,18 @@ def train_classifier(
         temperature=cal["temperature"],
         positive_class=None if pos is None else data.class_names[pos],
         threshold=cal["threshold"],
-        operating_point=_operating_point(cal),
+        operating_point=cal["operating_point"],
         metrics={"val": cal["val_metrics"], "test": test_metrics},
         metadata=metadata,
+        preprocessing=preprocessing,
+        calibration=cal["calibration"],
+        conformal=trust["conformal"],
+        ood=trust["ood"],
+        pretrained=pretrained,
+        weights=label,
+        fitness=fit,
+        explanation=trust["explanation"],
+        val_predictions=_val_predictions(run, cal),
     )
     artifact_path = out_dir / "model.pt"
     artifact.save(artifact_path)

@@ -6,11 +6,14 @@ Requests wait at most ``max_wait_ms`` for company; a batch never exceeds ``max_b
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from service.metrics import observe_batch
 
 PredictFn = Callable[[Sequence[np.ndarray]], list[Any]]
 
@@ -19,6 +22,7 @@ PredictFn = Callable[[Sequence[np.ndarray]], list[Any]]
 class _Pending:
     pixels: np.ndarray
     future: asyncio.Future[Any]
+    queued_at: float = field(default_factory=time.perf_counter)
 
 
 @dataclass
@@ -40,6 +44,7 @@ class MicroBatcher:
     async def predict(self, key: str, predict_fn: PredictFn, pixels: np.ndarray) -> Any:
         """The prediction for ``pixels``, computed alone or in a batch with concurrent requests."""
         if not self.enabled:
+            observe_batch(1, [0.0])
             return (await asyncio.to_thread(predict_fn, [pixels]))[0]
         lane = self._lanes.setdefault(key, _Lane())
         if lane.task is None or lane.task.done():
@@ -69,6 +74,8 @@ class MicroBatcher:
 
     async def _run(self, batch: list[_Pending], predict_fn: PredictFn) -> None:
         self.batches_run += 1
+        started = time.perf_counter()
+        observe_batch(len(batch), [started - p.queued_at for p in batch])
         try:
             results = await asyncio.to_thread(predict_fn, [p.pixels for p in batch])
         except Exception as exc:  # every waiter learns of the failure

@@ -11,11 +11,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from hilum.db import session_scope
-from hilum.keys import Role, find_active_key
+from hilum.keys import Role, find_active_key, touch_key
 from hilum.settings import Settings
 from hilum.storage import Storage
 from hilum.tables import ApiKey
+from hilum.websessions import has_session_cookie, principal_from_cookie
 from service.batcher import MicroBatcher
+from service.domain.predictions import Serving
 from service.model_cache import ModelCache
 
 
@@ -61,13 +63,37 @@ def get_batcher(request: Request) -> MicroBatcher:
 
 BatcherDep = Annotated[MicroBatcher, Depends(get_batcher)]
 
+
+def get_serving(settings: SettingsDep, storage: StorageDep, cache: ModelCacheDep, batcher: BatcherDep) -> Serving:
+    """Everything answering a prediction needs, as one object (the model's preprocessing comes from its artifact)."""
+    return Serving(
+        storage=storage,
+        cache=cache,
+        batcher=batcher,
+        max_image_bytes=settings.max_image_bytes,
+        batch_max_files=settings.batch_max_files,
+    )
+
+
+ServingDep = Annotated[Serving, Depends(get_serving)]
+
 _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer <key>`")
 
 
 def get_principal(
+    request: Request,
     session: SessionDep,
+    settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> ApiKey:
+    if credentials is None and has_session_cookie(request.cookies):  # the web app's sign-in (issue 10)
+        cookie_key, code, problem = principal_from_cookie(
+            session, method=request.method, cookies=request.cookies, headers=request.headers
+        )
+        if cookie_key is None:
+            raise HTTPException(code, problem)
+        touch_key(session, cookie_key, every_s=settings.key_last_used_interval_s)
+        return cookie_key
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -79,6 +105,7 @@ def get_principal(
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"}
         )
+    touch_key(session, key, every_s=settings.key_last_used_interval_s)
     return key
 
 

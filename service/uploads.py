@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
@@ -44,6 +45,8 @@ async def receive_file(request: Request, dest: Path, *, file_field: str, max_byt
     """Write the multipart field ``file_field`` to ``dest``; other small fields come back as strings.
 
     The file is written to a partial name and renamed only when complete; on any error it is removed.
+    Refused (422): a body that is not well-formed multipart, a missing ``file_field`` (also when the file
+    came under another field name: such parts are skipped, not buffered), or ``file_field`` sent twice.
     """
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in params:
@@ -58,6 +61,7 @@ async def receive_file(request: Request, dest: Path, *, file_field: str, max_byt
     part = _PartState()
     received = ReceivedUpload(path=dest, filename=None, size=0)
     found_file = False
+    stray: list[str] = []  # file parts under another field name: skipped
 
     def on_part_begin() -> None:
         nonlocal part
@@ -80,10 +84,16 @@ async def receive_file(request: Request, dest: Path, *, file_field: str, max_byt
         raw_filename = disp.get(b"filename")
         part.filename = raw_filename.decode("utf-8", "replace") if raw_filename is not None else None
         if part.name == file_field:
+            if found_file:
+                raise Invalid(f"the form field '{file_field}' is sent more than once; send one file per upload")
             found_file = True
             received.filename = part.filename
+        elif part.filename is not None:
+            stray.append(part.name)
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
+        if part.name != file_field and part.filename is not None:
+            return  # a file under another field name: never buffered
         if part.name == file_field:
             received.size += end - start
             if received.size > max_bytes:
@@ -92,10 +102,11 @@ async def receive_file(request: Request, dest: Path, *, file_field: str, max_byt
         else:
             part.value += data[start:end]
             if len(part.value) > MAX_FIELD_BYTES:
-                raise Invalid(f"form field '{part.name}' is too long")
+                hint = "" if found_file else f"; the file goes in the form field '{file_field}'"
+                raise Invalid(f"form field '{part.name}' is too long{hint}")
 
     def on_part_end() -> None:
-        if part.name and part.name != file_field:
+        if part.name and part.name != file_field and part.filename is None:
             received.fields[part.name] = part.value.decode("utf-8", "replace")
 
     parser = MultipartParser(
@@ -111,15 +122,27 @@ async def receive_file(request: Request, dest: Path, *, file_field: str, max_byt
         },
     )
     try:
-        async for chunk in request.stream():
-            parser.write(chunk)
-        parser.finalize()
+        try:
+            async for chunk in request.stream():
+                parser.write(chunk)
+            parser.finalize()
+        except FormParserError as exc:
+            raise Invalid(f"the multipart body is malformed ({exc})") from None
         out.close()
         if not found_file:
-            raise Invalid(f"multipart field '{file_field}' is missing")
+            got = f" (got a file in the field '{stray[0]}')" if stray else ""
+            raise Invalid(f"form field '{file_field}' is missing{got}")
         os.replace(partial, dest)
     except Exception:
         out.close()
         partial.unlink(missing_ok=True)
         raise
     return received
+
+
+async def read_upload(upload: Any, *, max_bytes: int) -> bytes:
+    """A small uploaded file's bytes (a FastAPI ``UploadFile``); TooLarge past ``max_bytes`` (reads one byte beyond)."""
+    data: bytes = await upload.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise TooLarge(f"image is larger than the limit of {max_bytes} bytes")
+    return data

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -186,6 +188,7 @@ def make_stack(tmp: Path, backend: str, *, redis_db: int | None = None) -> tuple
         HILUM_PROGRESS_INTERVAL_S="0.2",
         PYTHONUNBUFFERED="1",
         OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",  # the same answers on a host with internet: never a hub download in tests
     )
     logs = tmp / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -228,3 +231,48 @@ def wait_for(client: httpx.Client, path: str, done: set[str], timeout: float = 1
             return body
         time.sleep(0.3)
     raise AssertionError(f"{path} still {body.get('status')!r} after {timeout} s: {body}")
+
+
+# `hilum run` as a whole stack (issue 11: kill -9 and restart scenarios)
+
+
+def start_hilum_run(tmp_path: Path, port: int, **extra: str) -> subprocess.Popen[bytes]:
+    """`hilum run` in its own process group (so a test can kill -9 the whole stack), output to run.log."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HILUM_") and k != "REDIS_URL"}
+    env.update(
+        HILUM_DATA_DIR=str(tmp_path / "var"),
+        HILUM_PORT=str(port),
+        HILUM_BOOTSTRAP_ADMIN_KEY="hk_launch",
+        OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
+    log = open(tmp_path / "run.log", "ab")  # noqa: SIM115
+    return subprocess.Popen(
+        [sys.executable, "-m", "hilum.cli", "run"],
+        env=env,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json().get("broker") == "ok":
+                return
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"hilum run not healthy within {timeout} s (exit code {proc.poll()})")
+
+
+def kill_stack(proc: subprocess.Popen[bytes]) -> None:
+    """kill -9 of the launcher and everything it started (one process group)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)

@@ -1,5 +1,6 @@
 """Entry point for `celery -A worker.celery_app worker -Q gpu,ingest`."""
 
+import worker.observability  # noqa: F401  (signal handlers: logs with job/dataset ids, worker metrics)
 from hilum.queue import make_celery
 from hilum.settings import get_settings
 

@@ -11,6 +11,7 @@ import torch
 
 from hilum.db import session_scope
 from hilum.jobstate import Claim, Heartbeat, JobProgress, claim_job, finish_job
+from hilum.metrics import training_observer
 from hilum.registry import register_version
 from hilum.settings import Settings
 from hilum.storage import Storage
@@ -31,10 +32,11 @@ def run_training_job(settings: Settings, job_id: str, *, worker: str = "") -> st
     """
     url = settings.resolved_database_url
     storage = Storage(settings.data_dir)
+    me = f"{worker or socket.gethostname()}:{os.getpid()}"
     claim = claim_job(
         url,
         job_id,
-        worker=f"{worker or socket.gethostname()}:{os.getpid()}",
+        worker=me,
         lease_s=settings.job_lease_s,
         max_attempts=settings.job_max_attempts,
     )
@@ -49,10 +51,12 @@ def run_training_job(settings: Settings, job_id: str, *, worker: str = "") -> st
         assert dataset is not None
         weights_ref, model_name = job.weights, job.model_name
         dataset_meta = {"dataset_id": dataset.id, "dataset_name": dataset.name, "job_id": job.id}
+        # The canonical images were bounded at ingestion; the artifact records that bound for serving.
+        max_side = int((dataset.report or {}).get("max_side") or settings.max_image_side)
 
     progress = JobProgress(url, job_id, interval_s=settings.progress_interval_s)
     try:
-        with Heartbeat(url, job_id, every_s=settings.job_lease_s / 4):
+        with Heartbeat(url, job_id, every_s=settings.job_lease_s / 4, worker=me):
             weights = resolve_weights(settings, weights_ref)
             data = build_train_data(storage, dataset_meta["dataset_id"], seed=spec.seed)
             result = train_classifier(
@@ -60,9 +64,10 @@ def run_training_job(settings: Settings, job_id: str, *, worker: str = "") -> st
                 data,
                 storage.job_dir(job_id),
                 weights=weights,
-                on_progress=progress,
+                on_progress=training_observer(progress, backbone=spec.backbone),
                 should_stop=progress.should_stop,
                 extra_metadata={**dataset_meta, "model_name": model_name},
+                max_side=max_side,
             )
     except TrainingCancelled:
         finish_job(url, job_id, "cancelled")
@@ -73,8 +78,20 @@ def run_training_job(settings: Settings, job_id: str, *, worker: str = "") -> st
         return Claim.DONE
 
     with session_scope(url) as session:
-        job = session.get(Job, job_id)
+        job = session.get(Job, job_id, with_for_update=True)  # a row lock on PostgreSQL; SQLite serialises writes
         assert job is not None
+        if job.status != "running" or job.worker != me or job.cancel_requested:
+            # Cancelled, or taken over by another worker while this one stalled: its result is not ours to record.
+            log.warning(
+                "job %s: not registering (status %s, held by %s, cancel requested %s)",
+                job_id,
+                job.status,
+                job.worker,
+                job.cancel_requested,
+            )
+            if job.status == "running" and job.worker == me:
+                job.status, job.finished_at = "cancelled", utcnow()
+            return Claim.DONE
         artifact = ClassifierArtifact.load(result.artifact_path)
         metrics = {"val": result.val_metrics, "test": result.test_metrics, "best_epoch": result.best_epoch}
         register_version(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,8 +31,9 @@ def _decode(path: Path, image_size: int) -> torch.Tensor:
     return resize_square(load_canonical(path), image_size)
 
 
-def load_split(items: Sequence[tuple[Path, int]], image_size: int, *, workers: int = 4) -> ImageSet:
-    """Decode each canonical PNG exactly once per job (Pillow releases the GIL, so threads help)."""
+def load_split(items: Sequence[tuple[Path, int]], image_size: int, *, workers: int | None = None) -> ImageSet:
+    """Decode each canonical PNG exactly once per job (Pillow releases the GIL, so one thread per core helps)."""
+    workers = workers or max(4, os.cpu_count() or 1)
     if not items:
         return ImageSet(torch.zeros((0, image_size, image_size), dtype=torch.uint8), torch.zeros(0, dtype=torch.long))
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -88,15 +90,17 @@ def augment(u8: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """
     b = u8.shape[0]
     x = u8[:, None].to(torch.float32) / 255.0
+    # The random parameters come from the CPU generator (the same draws on every device, so a resumed or
+    # moved job sees the same augmentation); the pixel work runs where the batch is (the GPU when there is one).
     angle = (torch.rand(b, generator=g) * 2 - 1) * math.radians(10.0)
     scale = 0.9 + torch.rand(b, generator=g) * 0.2
     shift = (torch.rand(b, 2, generator=g) * 2 - 1) * 0.05
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    brightness = (torch.rand(b, 1, 1, 1, generator=g) * 2 - 1) * 0.1
-    contrast = 0.9 + torch.rand(b, 1, 1, 1, generator=g) * 0.2
+    brightness = ((torch.rand(b, 1, 1, 1, generator=g) * 2 - 1) * 0.1).to(x.device)
+    contrast = (0.9 + torch.rand(b, 1, 1, 1, generator=g) * 0.2).to(x.device)
     mean = x.mean(dim=(2, 3), keepdim=True)
     return ((x - mean) * contrast + mean + brightness).clamp_(0.0, 1.0)
 

@@ -105,3 +105,61 @@ def evaluate_predictions(
         out["f1_macro"] = float(f1_score(labels, pred, average="macro", zero_division=0)) if len(labels) else None
         out["confusion_matrix"] = confusion_matrix(labels, pred, labels=list(range(num_classes))).tolist()
     return out
+
+
+def wilson_interval(k: int, n: int, *, z: float = 1.959963984540054) -> list[float] | None:
+    """Wilson score 95% interval of the proportion k / n (None when n == 0)."""
+    if n <= 0:
+        return None
+    p = k / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+
+
+def operating_point(p_pos: np.ndarray, is_pos: np.ndarray, threshold: float, *, rule: str, note: str | None) -> dict:
+    """Validation sensitivity and specificity at ``threshold`` with Wilson 95% intervals, and how it was chosen."""
+    m = binary_metrics(p_pos, is_pos, threshold)
+    (tn, fp), (fn, tp) = m["confusion_matrix"]
+    return {
+        "threshold": float(threshold),
+        "sensitivity": m["sensitivity"],
+        "sensitivity_ci95": wilson_interval(tp, tp + fn),
+        "specificity": m["specificity"],
+        "specificity_ci95": wilson_interval(tn, tn + fp),
+        "ppv": m["ppv"],
+        "npv": m["npv"],
+        "n_pos": tp + fn,
+        "n_neg": tn + fp,
+        "split": "validation",
+        "rule": rule,
+        "note": note,
+    }
+
+
+TABLE_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+def threshold_table(p_pos: np.ndarray, is_pos: np.ndarray, thresholds: tuple[float, ...] | list[float]) -> list[dict]:
+    """Sensitivity, specificity, PPV and NPV (Wilson 95% intervals for the first two) at each threshold."""
+    rows = []
+    for t in sorted({float(t) for t in thresholds}):
+        m = binary_metrics(p_pos, is_pos, t)
+        (tn, fp), (fn, tp) = m["confusion_matrix"]
+        rows.append(
+            {
+                "threshold": t,
+                "sensitivity": m["sensitivity"],
+                "sensitivity_ci95": wilson_interval(tp, tp + fn),
+                "specificity": m["specificity"],
+                "specificity_ci95": wilson_interval(tn, tn + fp),
+                "ppv": m["ppv"],
+                "npv": m["npv"],
+                "tp": tp,
+                "fp": fp,
+                "tn": tn,
+                "fn": fn,
+            }
+        )
+    return rows

@@ -20,22 +20,34 @@ def _plt():  # type: ignore[no-untyped-def]
     return plt
 
 
-def plot_roc(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray] | None]) -> None:
-    from sklearn.metrics import roc_curve
+def plot_roc(path: Path, curves: dict[str, tuple | None], operating_point: dict | None = None) -> None:
+    """ROC per split with AUC (and its 95% interval) in the legend; the operating threshold marked on each."""
+    from sklearn.metrics import roc_auc_score, roc_curve
 
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig, ax = plt.subplots(figsize=(5, 5))
+    threshold = (operating_point or {}).get("threshold")
     for split, data in curves.items():
         if data is None:
             continue
-        scores, truth = data
-        if len(np.unique(truth)) == 2:
-            fpr, tpr, _ = roc_curve(truth, scores)
-            ax.plot(fpr, tpr, label=split)
+        scores, truth = np.asarray(data[0]), np.asarray(data[1]).astype(bool)
+        ci = data[2] if len(data) > 2 else None
+        if len(np.unique(truth)) != 2:
+            continue
+        fpr, tpr, _ = roc_curve(truth, scores)
+        auc = roc_auc_score(truth, scores)
+        label = f"{split} AUC {auc:.3f}" + (f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
+        (line,) = ax.plot(fpr, tpr, label=label)
+        if threshold is not None:
+            pred = scores >= threshold
+            sens, spec = pred[truth].mean(), (~pred[~truth]).mean()
+            ax.plot([1 - spec], [sens], marker="o", ms=8, mfc="none", color=line.get_color())
+    if threshold is not None:
+        ax.plot([], [], "ko", mfc="none", label=f"operating point (threshold {threshold:.3g})")
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC")
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="lower right")
+        ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -56,25 +68,38 @@ def plot_curves(path: Path, history: list[dict]) -> None:
     plt.close(fig)
 
 
-def plot_calibration(path: Path, before: np.ndarray, after: np.ndarray, labels: np.ndarray, bins: int = 10) -> None:
+def plot_calibration(
+    path: Path, before: np.ndarray, after: np.ndarray, labels: np.ndarray, calibration: dict | None = None
+) -> None:
+    """Reliability diagram on equal-mass bins (enough films per point to read), with ECE before/after."""
+    from pipelines.training.calibration import expected_calibration_error, reliability_bins
+
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    edges = np.linspace(0, 1, bins + 1)
-    for name, probs in (("uncalibrated", before), ("temperature-scaled", after)):
+    calibration = calibration or {}
+    bins = calibration.get("bins")
+    fig, ax = plt.subplots(figsize=(5, 5))
+    curves = [("uncalibrated", before)]
+    if calibration.get("applied", True):
+        curves.append((f"temperature {calibration.get('temperature', 1.0):.3g}", after))
+    for name, probs in curves:
         if len(labels) == 0:
             continue
-        conf, correct = probs.max(1), probs.argmax(1) == labels
-        xs, ys = [], []
-        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-            m = (conf > lo) & (conf <= hi)
-            if m.any():
-                xs.append(conf[m].mean())
-                ys.append(correct[m].mean())
-        ax.plot(xs, ys, marker="o", label=name)
+        points = reliability_bins(probs, labels, bins=bins)
+        ece = expected_calibration_error(probs, labels, bins=bins)
+        ax.plot(
+            [p["confidence"] for p in points],
+            [p["accuracy"] for p in points],
+            marker="o",
+            label=f"{name} (ECE {ece:.3f}, {len(points)} bins)",
+        )
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-    ax.set(xlabel="confidence", ylabel="accuracy", title="reliability (validation)")
+    title = "reliability (validation)"
+    if calibration and not calibration.get("applied", True):
+        title += "\nnot calibrated: " + str(calibration.get("reason") or "")[:70]
+    ax.set(xlabel="confidence (top class)", ylabel="accuracy", title=title, xlim=(0, 1.02), ylim=(0, 1.02))
+    ax.title.set_fontsize(8)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend()
+        ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -95,6 +120,12 @@ def plot_confusion(path: Path, matrix: list[list[int]], labels: list[str]) -> No
     plt.close(fig)
 
 
+def _json_default(o: object) -> object:
+    if hasattr(o, "tolist"):
+        return o.tolist()  # type: ignore[attr-defined]
+    return float(o)  # type: ignore[arg-type]
+
+
 def write_report(
     report_dir: Path,
     report: dict,
@@ -102,14 +133,15 @@ def write_report(
     history: list[dict],
     roc: dict,
     calibration: tuple,
+    operating_point: dict | None = None,
     confusion: tuple[list[list[int]], list[str]],
 ) -> Path:
     """Write report.json and the four plots; a plot that fails is logged, never fatal to the job."""
     report_dir.mkdir(parents=True, exist_ok=True)
     path = report_dir / "report.json"
-    path.write_text(json.dumps(report, indent=2, default=float))
+    path.write_text(json.dumps(report, indent=2, default=_json_default))
     plots = {
-        "roc.png": lambda p: plot_roc(p, roc),
+        "roc.png": lambda p: plot_roc(p, roc, operating_point),
         "curves.png": lambda p: plot_curves(p, history),
         "calibration.png": lambda p: plot_calibration(p, *calibration),
         "confusion.png": lambda p: plot_confusion(p, *confusion),

@@ -33,6 +33,7 @@ class TrainSpec:
     early_stopping_patience: int | None = None
     augment: bool = True  # ignored by "frozen": its features are computed once, un-augmented
     device: str = "auto"
+    precision: str = "auto"  # CUDA mixed precision: auto (bf16 where supported, else fp16), bf16, fp16 or fp32
     grad_clip: float = 1.0
     cache_features: bool = True  # frozen: backbone features computed once per image
     bootstrap_resamples: int = 1000
@@ -46,6 +47,8 @@ class TrainSpec:
             raise ValueError("epochs and batch_size must be >= 1 and image_size >= 8")
         if not 0.0 < self.target_sensitivity <= 1.0:
             raise ValueError("target_sensitivity must be in (0, 1]")
+        if self.precision not in ("auto", "bf16", "fp16", "fp32"):
+            raise ValueError(f"unknown precision {self.precision!r}; use auto, bf16, fp16 or fp32")
         if self.unfreeze_every < 1 or not 0.0 < self.layer_decay <= 1.0:
             raise ValueError("unfreeze_every must be >= 1 and layer_decay in (0, 1]")
 

@@ -6,12 +6,17 @@ import os
 import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from hilum.storage import Storage
 from hilum.tables import Dataset, ModelVersion
 from models.artifact import ClassifierArtifact
+from pipelines.model_input import preprocessing_of
+from service.domain import registry
+from service.domain.predictions import scratch_warning
+from service.domain.registry import unfit_warning
 from service.schemas.models import ModelCard
 
 _EXPORT_LOCK = threading.Lock()
@@ -25,7 +30,6 @@ KNOWN_LIMITS = [
     "Frontal chest X-rays only; lateral views, other body parts and other modalities are refused or out of scope.",
     "The threshold was chosen on the validation split for the stated target sensitivity; it trades specificity "
     "for sensitivity and may need re-tuning on local data.",
-    "Probabilities are calibrated (temperature scaling) on the validation split only.",
     "Small validation and test splits give wide confidence intervals; see the bootstrap interval of the AUROC.",
 ]
 
@@ -33,6 +37,13 @@ KNOWN_LIMITS = [
 def model_card(session: Session, storage: Storage, row: ModelVersion) -> ModelCard:
     """Intended use, training data make-up, validation and test figures, operating point, known limits."""
     artifact = ClassifierArtifact.load(storage.resolve(row.artifact_path))
+    calibration = calibration_of(artifact)
+    pretrained = artifact.pretrained
+    operating_point, warnings = registry.operating_point(session, row, artifact, storage=storage)
+    if pretrained is False:
+        warnings.insert(0, scratch_warning(artifact))
+    if not row.fit_for_use:
+        warnings.insert(0, unfit_warning(row))
     dataset = session.get(Dataset, row.dataset_id)
     report = (dataset.report or {}) if dataset else {}
     meta = artifact.metadata
@@ -65,11 +76,51 @@ def model_card(session: Session, storage: Storage, row: ModelVersion) -> ModelCa
         },
         "validation": artifact.metrics.get("val"),
         "test": artifact.metrics.get("test"),
-        "operating_point": {"threshold": artifact.threshold, **(artifact.operating_point or {})},
-        "calibration": {"method": "temperature scaling", "temperature": artifact.temperature},
-        "known_limits": KNOWN_LIMITS,
+        "operating_point": operating_point or {"threshold": None},
+        "calibration": calibration,
+        "pretrained": pretrained,
+        "weights": artifact.weights,
+        "fit_for_use": row.fit_for_use,
+        "fitness_reasons": row.fitness_reasons or [],
+        "conformal": artifact.conformal or None,
+        "out_of_distribution": _scalars(artifact.ood),
+        "preprocessing": preprocessing_of(artifact),
+        "warnings": warnings,
+        "known_limits": [*KNOWN_LIMITS, *_limits(calibration, pretrained)],
     }
     return ModelCard.model_validate(card)
+
+
+def calibration_of(artifact: ClassifierArtifact) -> dict[str, Any]:
+    """The artifact's calibration record; for an artifact older than the record, what can be said."""
+    if artifact.calibration:
+        return dict(artifact.calibration)
+    temperature = float(artifact.temperature)
+    return {
+        "method": "temperature",
+        "temperature": temperature,
+        "applied": temperature != 1.0,
+        "reason": None if temperature != 1.0 else "temperature 1.0: probabilities are the network's own",
+    }
+
+
+def _limits(calibration: dict[str, Any], pretrained: bool | None) -> list[str]:
+    out = []
+    if calibration.get("applied"):
+        out.append("Probabilities are calibrated (temperature scaling) on the validation split only.")
+    else:
+        why = calibration.get("reason") or "not recorded"
+        out.append(f"Probabilities are not calibrated (calibration was not applied: {why}).")
+    if pretrained is False:
+        out.append("Trained from random weights, not fine-tuned from pretrained ones: expect weaker results.")
+    return out
+
+
+def _scalars(values: dict | None) -> dict[str, Any] | None:
+    """The plain numbers and words of a parameter dict (not its tensors or long lists)."""
+    if not values:
+        return None
+    return {k: v for k, v in values.items() if isinstance(v, str | int | float | bool) or v is None}
 
 
 def onnx_file(storage: Storage, row: ModelVersion) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from celery import Celery
@@ -14,7 +15,7 @@ from hilum.queue import INGEST_TASK
 from hilum.settings import Settings
 from hilum.tables import Dataset
 from pipelines.archive import ArchiveRejected
-from pipelines.ingest import DatasetRejected, inspect_upload
+from pipelines.ingest import DatasetRejected, inspect_upload, load_rejections
 from service.errors import Invalid, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
@@ -31,13 +32,22 @@ def accept_upload(
     size: int,
     name: str | None,
     created_by: str,
+    classes: str | None = None,
 ) -> Dataset:
     """Check the archive's structure (cheap), record the dataset and queue its ingestion.
 
-    A structurally bad archive is refused here (4xx) and its upload removed.
+    A structurally bad archive, or one whose labels break the declared ``classes`` (comma-separated),
+    is refused here (4xx) and its upload removed.
     """
+    config = ingest_config(settings)
+    if classes is not None:
+        declared = tuple(c.strip() for c in classes.split(",") if c.strip())
+        if len(declared) < 2:
+            upload.unlink(missing_ok=True)
+            raise Invalid(f"form field 'classes' must name at least two classes, comma-separated (got {classes!r})")
+        config = replace(config, declared_classes=declared)
     try:
-        summary = inspect_upload(upload, ingest_config(settings))
+        summary = inspect_upload(upload, config)
     except (ArchiveRejected, DatasetRejected) as exc:
         upload.unlink(missing_ok=True)
         raise Invalid(str(exc)) from exc
@@ -75,3 +85,15 @@ def list_datasets(session: Session, *, status: str | None = None) -> list[Datase
     if status:
         query = query.where(Dataset.status == status)
     return list(session.scalars(query))
+
+
+def get_rejections(
+    session: Session, dataset_dir: Path, dataset_id: str, *, offset: int, limit: int
+) -> tuple[int, list[dict[str, str]]]:
+    """(total, page) of a dataset's rejected files: from its rejections file, else from its report."""
+    dataset = get_dataset(session, dataset_id)
+    try:
+        return load_rejections(dataset_dir, offset=offset, limit=limit)
+    except FileNotFoundError:  # not ingested (yet), or ingested before the file existed
+        rejected = list((dataset.report or {}).get("rejected", []))
+        return len(rejected), rejected[offset : offset + limit]

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from hilum.jobstate import TERMINAL
+from hilum.jobstate import TERMINAL, cancel_unheld
 from hilum.queue import TRAIN_TASK
 from hilum.storage import Storage
 from hilum.tables import Dataset, Job, ModelVersion, WeightsFile, utcnow
@@ -74,12 +74,29 @@ def _check_request(session: Session, request: JobCreate) -> None:
         raise NotFound(f"dataset '{request.dataset_id}' not found")
     if dataset.status != "ready":
         raise Conflict(f"dataset '{dataset.id}' is {dataset.status}, not ready for training")
+    _check_model_classes(session, request.model_name, dataset)
     if request.weights not in ("none", "imagenet"):
         weights = session.get(WeightsFile, request.weights)
         if weights is None:
             raise NotFound(f"weights '{request.weights}' are not registered")
         if weights.backbone != request.backbone:
             raise Invalid(f"weights '{request.weights}' are for {weights.backbone}, not for {request.backbone}")
+
+
+def _check_model_classes(session: Session, model_name: str, dataset: Dataset) -> None:
+    """A model name keeps one class list: a new version is trained on the classes of the earlier ones."""
+    earlier = session.scalar(
+        select(ModelVersion.class_names)
+        .where(ModelVersion.model_name == model_name)
+        .order_by(ModelVersion.version.desc())
+        .limit(1)
+    )
+    classes = sorted(dataset.classes or [])
+    if earlier is not None and sorted(earlier) != classes:
+        raise Conflict(
+            f"model '{model_name}' has classes {', '.join(sorted(earlier))}; dataset '{dataset.id}' has "
+            f"{', '.join(classes)}: train under another model_name, or on a dataset with the same classes"
+        )
 
 
 def get_job(session: Session, job_id: str) -> Job:
@@ -98,15 +115,16 @@ def list_jobs(session: Session, *, status: str | None, dataset_id: str | None, l
     return list(session.scalars(query))
 
 
-def cancel_job(session: Session, job_id: str) -> Job:
-    """A queued job is cancelled at once; a running one stops at its next step boundary."""
+def cancel_job(session: Session, job_id: str, *, lease_s: float) -> Job:
+    """A job no worker holds (queued, or running under an expired lease) is cancelled at once;
+    one a live worker runs stops at its next step boundary."""
     job = get_job(session, job_id)
     if job.status in TERMINAL:
         raise Conflict(f"job '{job_id}' has already {job.status}")
-    job.cancel_requested = True
-    if job.status == "queued":
-        job.status, job.finished_at = "cancelled", utcnow()
+    if not cancel_unheld(session, job_id, lease_s=lease_s):
+        job.cancel_requested = True
     session.commit()
+    session.refresh(job)
     return job
 
 

@@ -49,8 +49,8 @@ def get_job(job_id: str, session: SessionDep, _: StaffPrincipal) -> JobPublic:
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, summary="Cancel a queued or running job")
-def cancel_job(job_id: str, session: SessionDep, _: StaffPrincipal) -> JobPublic:
-    return domain.to_public(session, domain.cancel_job(session, job_id))
+def cancel_job(job_id: str, session: SessionDep, settings: SettingsDep, _: StaffPrincipal) -> JobPublic:
+    return domain.to_public(session, domain.cancel_job(session, job_id, lease_s=settings.job_lease_s))
 
 
 @router.get(

@@ -1,22 +1,17 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse
+from sqlalchemy.orm import Session
 
-from service.deps import (
-    AnyPrincipal,
-    BatcherDep,
-    ModelCacheDep,
-    SessionDep,
-    SettingsDep,
-    StaffPrincipal,
-    StorageDep,
-)
-from service.domain import cards
-from service.domain import models as domain
+from hilum.tables import ModelVersion
+from service.deps import AnyPrincipal, ServingDep, SessionDep, StaffPrincipal, StorageDep
+from service.domain import cards, predictions, registry
+from service.domain.predictions import Serving
+from service.schemas.common import MAX_DB_INT, VersionPath
 from service.schemas.models import (
     AliasEventPublic,
     AliasPublic,
@@ -25,68 +20,144 @@ from service.schemas.models import (
     ModelCard,
     ModelPublic,
     PredictionPublic,
+    ThresholdEventPublic,
+    ThresholdPublic,
+    ThresholdUpdate,
 )
+from service.uploads import read_upload
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
+
+LabelWhenOod = Annotated[
+    bool, Query(description="show the label even when the film looks out of distribution (withheld by default)")
+]
 
 
 @router.get("", response_model=list[ModelPublic], summary="Registered models, their versions and aliases")
 def list_models(session: SessionDep, _: AnyPrincipal) -> list[ModelPublic]:
-    return domain.list_models(session)
+    return registry.list_models(session)
 
 
 @router.get("/{name}", response_model=ModelPublic, summary="One model with its versions and aliases")
 def get_model(name: str, session: SessionDep, _: AnyPrincipal) -> ModelPublic:
-    return domain.get_model(session, name)
+    return registry.get_model(session, name)
 
 
-@router.put("/{name}/aliases/{alias}", response_model=AliasPublic, summary="Point an alias at a version")
+@router.put(
+    "/{name}/aliases/{alias}",
+    response_model=AliasPublic,
+    summary="Point an alias at a version",
+    responses={409: {"description": "`production` asked for a version registered as not fit for use"}},
+)
 def set_alias(name: str, alias: str, body: AliasUpdate, session: SessionDep, principal: StaffPrincipal) -> AliasPublic:
-    return AliasPublic.model_validate(domain.set_alias(session, name, alias, body.version, actor=principal.id))
+    return AliasPublic.model_validate(registry.set_alias(session, name, alias, body.version, actor=principal.id))
 
 
 @router.get("/{name}/aliases/history", response_model=list[AliasEventPublic], summary="Every alias move")
 def alias_history(name: str, session: SessionDep, _: StaffPrincipal) -> list[AliasEventPublic]:
-    domain.require_model(session, name)
-    return [AliasEventPublic.model_validate(e) for e in domain.alias_history(session, name)]
+    registry.require_model(session, name)
+    return [AliasEventPublic.model_validate(e) for e in registry.alias_history(session, name)]
+
+
+@router.get(
+    "/{name}/versions/{version}/threshold",
+    response_model=ThresholdPublic,
+    summary="A version's effective operating threshold and its validation figures",
+)
+def get_threshold(
+    name: str, version: VersionPath, session: SessionDep, serving: ServingDep, _: AnyPrincipal
+) -> ThresholdPublic:
+    return _threshold_public(session, serving, registry.get_version(session, name, version))
+
+
+@router.put(
+    "/{name}/versions/{version}/threshold",
+    response_model=ThresholdPublic,
+    summary="Change a version's operating threshold (recorded with who, when, old, new and why)",
+    description="Every later prediction from this version uses the new threshold; the registered artifact "
+    "is never rewritten and keeps the threshold training chose. The change is in `…/threshold/history`.",
+)
+def set_threshold(
+    name: str,
+    version: VersionPath,
+    body: ThresholdUpdate,
+    session: SessionDep,
+    serving: ServingDep,
+    who: StaffPrincipal,
+) -> ThresholdPublic:
+    row = registry.get_version(session, name, version)
+    registry.set_threshold(session, row, body.threshold, reason=body.reason, actor=who.id)
+    return _threshold_public(session, serving, row)
+
+
+@router.get(
+    "/{name}/versions/{version}/threshold/history",
+    response_model=list[ThresholdEventPublic],
+    summary="Every change of a version's operating threshold",
+)
+def threshold_history(
+    name: str, version: VersionPath, session: SessionDep, _: StaffPrincipal
+) -> list[ThresholdEventPublic]:
+    registry.get_version(session, name, version)
+    return [ThresholdEventPublic.model_validate(e) for e in registry.threshold_history(session, name, version)]
+
+
+def _threshold_public(session: Session, serving: Serving, row: ModelVersion) -> ThresholdPublic:
+    predictor = serving.cache.get(row.id, serving.storage.resolve(row.artifact_path))
+    op, _ = registry.operating_point(session, row, predictor.artifact, storage=serving.storage)
+    return ThresholdPublic(
+        model=row.model_name,
+        version=row.version,
+        threshold=row.threshold,
+        artifact_threshold=predictor.artifact.threshold,
+        operating_point=op,
+    )
 
 
 @router.post(
     "/{name}/predict",
     response_model=PredictionPublic,
     summary="Classify one X-ray (DICOM, PNG or JPEG)",
-    description="Uses the `production` alias by default (the newest version while there is none); "
-    "`version` or `alias` choose another.",
-    responses={404: {"description": "unknown model, version or alias"}, 422: {"description": "not a usable image"}},
+    description="Uses the `production` alias by default (the newest version fit for use while there is none); "
+    "`version` or `alias` choose another (a version not fit for use answers with a warning). The label is "
+    "withheld for a film out of distribution unless `label_when_ood=true`. `heatmap=true` adds a Grad-CAM "
+    "of the predicted class (or `heatmap_class`) at the film's size; `heatmap_format=array` adds the raw map.",
+    responses={
+        404: {"description": "unknown model, version or alias"},
+        409: {"description": "no version of the model is fit for use (ask for one explicitly)"},
+        413: {"description": "image larger than HILUM_MAX_IMAGE_BYTES"},
+        422: {"description": "not a usable image (the reason is named), or an unknown heatmap_class"},
+    },
 )
 async def predict(
     name: str,
     file: Annotated[UploadFile, File(description="the X-ray: DICOM, PNG or JPEG")],
     session: SessionDep,
-    settings: SettingsDep,
-    storage: StorageDep,
-    cache: ModelCacheDep,
-    batcher: BatcherDep,
+    serving: ServingDep,
     principal: AnyPrincipal,
-    version_field: Annotated[int | None, Form(alias="version", ge=1)] = None,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version_field: Annotated[int | None, Form(alias="version", ge=1, le=MAX_DB_INT)] = None,
+    version: Annotated[int | None, Query(ge=1, le=MAX_DB_INT)] = None,
     alias: Annotated[str | None, Query(max_length=64)] = None,
-    heatmap: Annotated[bool, Query(description="add a Grad-CAM overlay (PNG, base64)")] = False,
+    label_when_ood: LabelWhenOod = False,
+    heatmap: Annotated[bool, Query(description="add a Grad-CAM heatmap of one class at the film's size")] = False,
+    heatmap_class: Annotated[
+        str | None, Query(max_length=200, description="the class the heatmap explains (default: the predicted one)")
+    ] = None,
+    heatmap_format: Annotated[
+        Literal["png", "array"], Query(description="`array` adds the raw map (float16, H x W, base64)")
+    ] = "png",
 ) -> PredictionPublic:
     started = time.perf_counter()
-    row = domain.resolve_version(session, name, version=version_field or version, alias=alias)
-    data = await domain.read_upload(file, max_bytes=settings.max_image_bytes)
-    return await domain.predict_and_record(
-        session,
-        row,
-        data,
-        storage=storage,
-        cache=cache,
-        batcher=batcher,
-        max_side=settings.max_image_side,
-        key_id=principal.id,
-        with_heatmap=heatmap,
-        started=started,
+    resolved = registry.resolve(session, name, version=version_field or version, alias=alias)
+    data = await read_upload(file, max_bytes=serving.max_image_bytes)
+    options = predictions.Options(
+        label_when_ood=label_when_ood,
+        heatmap=heatmap,
+        heatmap_class=heatmap_class,
+        heatmap_array=heatmap_format == "array",
+    )
+    return await predictions.predict_and_record(
+        session, resolved, data, serving=serving, options=options, key_id=principal.id, started=started
     )
 
 
@@ -99,31 +170,24 @@ async def predict_batch(
     name: str,
     files: Annotated[list[UploadFile], File(description="X-rays (DICOM, PNG, JPEG) or one zip of them")],
     session: SessionDep,
-    settings: SettingsDep,
-    storage: StorageDep,
-    cache: ModelCacheDep,
-    batcher: BatcherDep,
+    serving: ServingDep,
     principal: AnyPrincipal,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: Annotated[int | None, Query(ge=1, le=MAX_DB_INT)] = None,
     alias: Annotated[str | None, Query(max_length=64)] = None,
+    label_when_ood: LabelWhenOod = False,
 ) -> BatchPrediction:
-    row = domain.resolve_version(session, name, version=version, alias=alias)
-    items = await domain.read_batch_items(files, settings=settings)
-    return await domain.predict_batch(
-        session,
-        row,
-        items,
-        storage=storage,
-        cache=cache,
-        batcher=batcher,
-        max_side=settings.max_image_side,
-        key_id=principal.id,
+    resolved = registry.resolve(session, name, version=version, alias=alias)
+    read = [(f.filename or "file", await f.read(serving.max_image_bytes + 1)) for f in files]
+    items = predictions.batch_items(read, serving=serving)
+    options = predictions.Options(label_when_ood=label_when_ood)
+    return await predictions.predict_batch(
+        session, resolved, items, serving=serving, options=options, key_id=principal.id
     )
 
 
 @router.get("/{name}/versions/{version}/card", response_model=ModelCard, summary="The model card of a version")
-def model_card(name: str, version: int, session: SessionDep, storage: StorageDep, _: AnyPrincipal) -> ModelCard:
-    return cards.model_card(session, storage, domain.resolve_version(session, name, version=version))
+def model_card(name: str, version: VersionPath, session: SessionDep, storage: StorageDep, _: AnyPrincipal) -> ModelCard:
+    return cards.model_card(session, storage, registry.get_version(session, name, version))
 
 
 @router.get(
@@ -132,9 +196,9 @@ def model_card(name: str, version: int, session: SessionDep, storage: StorageDep
     summary="Download a version as a self-contained artifact (PyTorch state dict + metadata)",
 )
 def download_artifact(
-    name: str, version: int, session: SessionDep, storage: StorageDep, _: StaffPrincipal
+    name: str, version: VersionPath, session: SessionDep, storage: StorageDep, _: StaffPrincipal
 ) -> FileResponse:
-    row = domain.resolve_version(session, name, version=version)
+    row = registry.get_version(session, name, version)
     return FileResponse(
         storage.resolve(row.artifact_path), media_type="application/octet-stream", filename=f"{name}-v{version}.pt"
     )
@@ -145,8 +209,10 @@ def download_artifact(
     response_class=FileResponse,
     summary="Download a version exported to ONNX (calibrated probabilities out)",
 )
-def download_onnx(name: str, version: int, session: SessionDep, storage: StorageDep, _: StaffPrincipal) -> FileResponse:
-    row = domain.resolve_version(session, name, version=version)
+def download_onnx(
+    name: str, version: VersionPath, session: SessionDep, storage: StorageDep, _: StaffPrincipal
+) -> FileResponse:
+    row = registry.get_version(session, name, version)
     return FileResponse(
         cards.onnx_file(storage, row), media_type="application/octet-stream", filename=f"{name}-v{version}.onnx"
     )

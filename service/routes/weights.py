@@ -26,7 +26,7 @@ UPLOAD_BODY = multipart_openapi(
     openapi_extra=UPLOAD_BODY,
 )
 async def upload_weights(
-    request: Request, session: SessionDep, settings: SettingsDep, storage: StorageDep, _: AdminPrincipal
+    request: Request, session: SessionDep, settings: SettingsDep, storage: StorageDep, principal: AdminPrincipal
 ) -> WeightsPublic:
     upload = await receive_file(
         request,
@@ -41,6 +41,7 @@ async def upload_weights(
         upload=upload.path,
         filename=upload.filename,
         backbone=upload.fields.get("backbone"),
+        actor=principal.id,
     )
     return WeightsPublic.model_validate(row)
 

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from service.schemas.common import UtcDatetime
 
 
 class RejectedFile(BaseModel):
@@ -23,8 +24,22 @@ class DatasetPublic(BaseModel):
     classes: list[str] = []
     image_count: int = 0
     class_counts: dict[str, int] = {}
-    rejected: list[RejectedFile] = []
-    report: dict[str, Any] | None = Field(None, description="the full ingestion report")
+    rejected: list[RejectedFile] = Field(
+        [], description="the first rejected files (100 at most); all of them: GET /v1/datasets/{id}/rejections"
+    )
+    rejected_total: int = Field(0, description="how many files were rejected")
+    rejected_by_reason: dict[str, int] = Field({}, description="rejected files counted by reason")
+    warnings: list[str] = Field([], description="surprises in the labels (unexpected classes, merged spellings)")
+    report: dict[str, Any] | None = Field(None, description="the ingestion report")
     error: str | None = None
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+class RejectionsPage(BaseModel):
+    """A page of a dataset's rejected files, in ingestion order."""
+
+    total: int
+    offset: int
+    limit: int
+    items: list[RejectedFile]

@@ -1,11 +1,17 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+from service.schemas.common import UtcDatetime
 
 MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+SCRATCH_WARNING = (
+    "no pretrained weights (weights: none): the model is trained from random weights, which needs far more "
+    "films and epochs, and its card and every prediction say so; pass weights 'imagenet' or the id of a "
+    "registered weights file (POST /v1/weights) to fine-tune instead"
+)
 
 
 class JobCreate(BaseModel):
@@ -57,6 +63,20 @@ class JobPublic(BaseModel):
     worker: str | None = Field(None, description="the Celery worker that ran (or runs) the job")
     cancel_requested: bool = False
     model_version: int | None = None
-    created_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None = None
+    finished_at: UtcDatetime | None = None
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="false when the job trains from random weights (weights: none), not from pretrained ones"
+    )
+    @property
+    def pretrained(self) -> bool:
+        return self.weights != "none"
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="what to know about the job before trusting its model", examples=[[SCRATCH_WARNING]]
+    )
+    @property
+    def warnings(self) -> list[str]:
+        return [] if self.pretrained else [SCRATCH_WARNING]

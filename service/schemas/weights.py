@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import BaseModel, ConfigDict
+
+from service.schemas.common import UtcDatetime
 
 
 class WeightsPublic(BaseModel):
@@ -13,4 +13,4 @@ class WeightsPublic(BaseModel):
     filename: str
     sha256: str
     format: str
-    created_at: datetime
+    created_at: UtcDatetime

@@ -51,3 +51,50 @@ def test_rejects_other_files(tmp_path: Path) -> None:
     torch.save({"model": {}}, tmp_path / "ckpt.pt")
     with pytest.raises(ValueError, match="not a Hilum classifier artifact"):
         ClassifierArtifact.load(tmp_path / "ckpt.pt")
+
+
+def test_an_artifact_without_the_trust_fields_loads_with_defaults(tmp_path: Path) -> None:
+    """An artifact saved before issue 9 (no preprocessing/calibration/conformal/ood/fitness/pretrained)."""
+    import dataclasses
+
+    art = make_artifact()
+    payload = {f.name: getattr(art, f.name) for f in dataclasses.fields(art)}
+    for new in (
+        "preprocessing",
+        "calibration",
+        "conformal",
+        "ood",
+        "pretrained",
+        "weights",
+        "fitness",
+        "explanation",
+        "val_predictions",
+    ):
+        payload.pop(new)
+    payload["metadata"] = {"weights": "none"}
+    payload["metrics"] = {"val": {"auroc": 0.9}}
+    payload["format"] = "hilum.classifier/1"
+    torch.save(payload, tmp_path / "old.pt")
+    loaded = ClassifierArtifact.load(tmp_path / "old.pt")
+    assert loaded.conformal == {} and loaded.ood == {} and loaded.preprocessing == {}
+    assert loaded.fit_for_use and loaded.fitness["reasons"] == ["not assessed"] and not loaded.fitness["assessed"]
+    assert loaded.pretrained is False and loaded.weights == "none"
+    assert make_artifact().pretrained is None  # no metadata: unknown
+
+
+def test_trust_fields_round_trip_with_weights_only(tmp_path: Path) -> None:
+    import dataclasses
+
+    art = dataclasses.replace(
+        make_artifact(),
+        conformal={"method": "split-conformal (LAC)", "coverage": 0.9, "qhat": np.float64(0.7), "n_cal": 50},
+        ood={"method": "mahalanobis", "means": torch.zeros(2, 4), "precision": torch.eye(4), "threshold": 3.5},
+        pretrained=True,
+        weights="imagenet",
+        fitness={"fit_for_use": False, "assessed": True, "reasons": ["no skill"]},
+    )
+    art.save(tmp_path / "model.pt")
+    loaded = ClassifierArtifact.load(tmp_path / "model.pt")
+    assert loaded.conformal["qhat"] == 0.7 and isinstance(loaded.ood["precision"], torch.Tensor)
+    assert torch.equal(loaded.ood["precision"], torch.eye(4)) and loaded.ood["threshold"] == 3.5
+    assert loaded.pretrained is True and loaded.weights == "imagenet" and not loaded.fit_for_use

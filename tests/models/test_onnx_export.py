@@ -16,10 +16,10 @@ from models.onnx_export import (
     INPUT_NAME,
     OUTPUT_NAME,
     PARITY_TOLERANCE,
-    check_onnx_parity,
     export_onnx,
     read_onnx_metadata,
 )
+from pipelines.model_input import check_onnx_parity
 from pipelines.preprocess import to_model_input
 
 SIZE = 64
@@ -106,6 +106,7 @@ def test_metadata_props(exported: tuple[ClassifierArtifact, Path]) -> None:
     assert meta["backbone"] == artifact.backbone
     assert meta["temperature"] == pytest.approx(1.7)
     assert meta["operating_point"] == {"sensitivity": 0.95, "specificity": 0.8}
+    assert meta["preprocessing"]["image_size"] == SIZE  # the input path travels with the export
 
 
 def test_export_without_threshold_and_other_opset(tmp_path: Path) -> None:

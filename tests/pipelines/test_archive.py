@@ -175,3 +175,23 @@ def test_read_entry_detects_corruption(tmp_path: Path) -> None:
     (entry,) = scan_archive(z, LIMITS)
     with zipfile.ZipFile(z) as zf, pytest.raises(zipfile.BadZipFile):
         read_entry(zf, entry, LIMITS)
+
+
+def test_many_small_members_are_checked_by_the_archive_total_ratio(tmp_path: Path) -> None:
+    # 300 members of 512 KiB zeros: each below the per-member threshold, together 150 MiB from a few hundred kB.
+    members = [(f"NORMAL/{i}.dcm", b"\0" * (512 * 1024)) for i in range(300)]
+    z = make_zip(tmp_path / "many.zip", members, deflate=True)
+    assert z.stat().st_size < 1_000_000
+    with pytest.raises(ArchiveRejected, match=r"the zip as a whole unpacks \d+:1.*zip bomb"):
+        scan_archive(z, LIMITS)
+
+
+def test_ordinary_compressible_dataset_passes_the_total_ratio(tmp_path: Path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    # Noisy images compress a little (as X-rays do); a few tiny compressible files do not matter.
+    members = [(f"NORMAL/{i}.raw", rng.integers(0, 16, 200_000, dtype=np.uint8).tobytes()) for i in range(20)]
+    members += [("labels.csv", b"file,label\n" * 50)]
+    z = make_zip(tmp_path / "ok.zip", members, deflate=True)
+    assert len(scan_archive(z, LIMITS)) == 21

@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from models.artifact import ClassifierArtifact
-from pipelines.explain import cam_to_image_shape, explain, grad_cam, heatmap_overlay
+from pipelines.explain import cam_reference, cam_to_image_shape, explain, grad_cam, heatmap_overlay
 from pipelines.infer import Predictor
 from pipelines.preprocess import to_model_input
+from tests.pipelines.conftest import Trained
 
 SIZE = 96  # test_resnet's last feature map is 3x3 at 96 px: coarse, but enough to tell corners apart
 MEAN, STD = 0.5, 0.25
@@ -108,7 +109,9 @@ def test_cam_follows_the_blob(blob_artifact: ClassifierArtifact, centre: tuple[i
     """On a non-square image (96 x 128), the heatmap's mass sits near the blob, whichever corner it is in."""
     shape = (96, 128)
     img = blob_image(np.random.default_rng(2), shape, centre)
-    cam, png = explain(blob_artifact, img)  # target: the positive class
+    explained = explain(blob_artifact, img)  # target: the predicted class (a blob: PNEUMONIA)
+    cam, png = explained.cam, explained.png
+    assert explained.class_name == "PNEUMONIA" and explained.probability > 0.5
     assert cam.shape == shape and cam.dtype == np.float32
     assert cam.min() >= 0.0 and cam.max() <= 1.0 and cam.max() - cam.min() > 0.5
     yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
@@ -126,15 +129,15 @@ def test_cam_follows_the_blob(blob_artifact: ClassifierArtifact, centre: tuple[i
     cold = cam < 0.01
     assert cold.any()
     assert np.abs(rgb[cold].astype(int) - img[cold][:, None].astype(int)).max() <= 2
-    hot = cam > 0.8
+    hot = cam > 0.8 * cam.max()
     assert np.ptp(rgb[hot].astype(int), axis=1).mean() > 20
 
 
 def test_explain_with_predictor_matches_artifact_and_accepts_class_names(blob_artifact: ClassifierArtifact) -> None:
     img = blob_image(np.random.default_rng(3), (SIZE, SIZE), (30, 60))
     predictor = Predictor(blob_artifact)
-    cam_a, _ = explain(blob_artifact, img)
-    cam_p, _ = explain(predictor, img, target_class="PNEUMONIA")
+    cam_a = explain(blob_artifact, img).cam
+    cam_p = explain(predictor, img, target_class="PNEUMONIA").cam
     np.testing.assert_allclose(cam_a, cam_p, atol=1e-5)
     assert not predictor.model.training
     assert all(p.grad is None for p in predictor.model.parameters())
@@ -157,3 +160,54 @@ def test_heatmap_overlay_resizes_a_model_input_cam_to_the_image() -> None:
     assert back[:5, :10].max() > 0.5 and back[20:, :].max() < 0.05 and back[:, 40:].max() < 0.05
     with pytest.raises(ValueError, match="uint8"):
         heatmap_overlay(img.astype(np.float32), cam)
+
+
+def test_default_target_is_the_predicted_class_and_a_requested_one_is_named(blob_artifact: ClassifierArtifact) -> None:
+    rng = np.random.default_rng(4)
+    normal = explain(blob_artifact, blob_image(rng, (SIZE, SIZE), None))
+    assert normal.class_name == "NORMAL" and normal.class_index == 0
+    asked = explain(blob_artifact, blob_image(rng, (SIZE, SIZE), None), target_class="PNEUMONIA")
+    assert asked.class_name == "PNEUMONIA" and asked.probability < 0.5
+    assert asked.scale["min"] == 0.0 and asked.scale["max"] == 1.0 and asked.scale["colormap"] == "jet"
+    assert "PNEUMONIA" in asked.scale["meaning"]
+    legend = Image.open(io.BytesIO(asked.legend_png))
+    assert legend.format == "PNG" and legend.size[0] > legend.size[1]
+
+
+@pytest.mark.parametrize("with_reference", [True, False], ids=["validation-reference", "probability-weighted"])
+def test_a_normal_film_shows_little_when_explaining_pneumonia(
+    blob_artifact: ClassifierArtifact, with_reference: bool
+) -> None:
+    """The scale is comparable across films: no per-film stretching, so no evidence means no heat."""
+    import dataclasses
+
+    rng = np.random.default_rng(5)
+    art = blob_artifact
+    if with_reference:
+        x, y = blob_batch(rng, 48)
+        reference = cam_reference(art.build_model(), x, y, CLASSES)
+        assert reference["reference"]["PNEUMONIA"] > 0
+        art = dataclasses.replace(art, explanation=reference)
+    shape = (SIZE, 4 * SIZE // 3)  # non-square: the map comes back at the film's H x W
+    energy = {}
+    for name, centre in (("normal", None), ("pneumonia", (40, 70))):
+        explained = explain(art, blob_image(rng, shape, centre), target_class="PNEUMONIA")
+        assert explained.cam.shape == shape and explained.cam.dtype == np.float32
+        assert Image.open(io.BytesIO(explained.png)).size == (shape[1], shape[0])
+        assert explained.scale["kind"] == ("validation-reference" if with_reference else "probability-weighted")
+        energy[name] = float(explained.cam.mean())
+    assert energy["normal"] < 0.25 * energy["pneumonia"], energy
+
+
+def test_a_trained_artifact_carries_its_heatmap_reference(films_model: Trained) -> None:
+    from pipelines.preprocess import load_canonical
+
+    art = ClassifierArtifact.load(films_model.result.artifact_path)
+    assert art.explanation["method"] == "grad-cam" and art.explanation["reference"]["PNEUMONIA"] > 0
+    test = films_model.data.test
+    normal = [load_canonical(p) for p, y in test if y == 0][:6]
+    pneumonia = [load_canonical(p) for p, y in test if y == 1][:6]
+    predictor = Predictor(art)
+    e_normal = np.mean([explain(predictor, im, target_class="PNEUMONIA").cam.mean() for im in normal])
+    e_pneumonia = np.mean([explain(predictor, im, target_class="PNEUMONIA").cam.mean() for im in pneumonia])
+    assert e_normal < 0.5 * e_pneumonia, (e_normal, e_pneumonia)

@@ -368,3 +368,106 @@ def test_dicom_values_never_logged(cxr: np.ndarray, caplog: pytest.LogCaptureFix
     assert d.patient_id is not None and d.patient_id.startswith("PHI-")
     assert "PHI-" not in caplog.text
     assert not [w for w in caught if "PHI-" in str(w.message)]
+
+
+# --------------------------------------------------------------------------- resource bounds (issue 11)
+
+
+def huge_png(width: int, height: int) -> bytes:
+    """A valid 8-bit grayscale PNG of zeros, built row by row (a few hundred kB, never the pixels in memory)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    comp = zlib.compressobj(9)
+    row = b"\0" * (width + 1)
+    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return imaging.PNG_MAGIC + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_9990_square_png_is_refused_from_its_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = huge_png(9990, 9990)
+    assert len(data) < 400_000
+    loads: list[object] = []
+    monkeypatch.setattr(Image.Image, "load", lambda self: loads.append(self))  # never reached
+    with pytest.raises(ImageRejected, match=r"9990x9990 pixels.*limit of 40\.0 megapixels"):
+        decode_image(data)
+    assert loads == []
+
+
+def test_pixel_limit_is_a_parameter() -> None:
+    data = encode(Image.new("L", (300, 200), 100))
+    with pytest.raises(ImageRejected, match="300x200 pixels"):
+        decode_image(data, max_pixels=300 * 200 - 1)
+    assert decode_image(data, max_pixels=300 * 200).pixels.shape == (200, 300)
+
+
+def test_limit_fits_the_canonical_size() -> None:
+    side = int(imaging.DEFAULT_MAX_PIXELS**0.5)
+    assert side >= 6000  # a 43 cm detector at 100 um (4300 px) and scanned films fit; the canonical side is reached
+
+
+def test_dicom_rows_columns_frames_checked_before_pixels(cxr: np.ndarray) -> None:
+    ds = pydicom.dcmread(io.BytesIO(dicom_bytes(cxr)))
+    ds.Rows, ds.Columns = 9990, 9990  # the pixel data stays small: refused from the header alone
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    with pytest.raises(ImageRejected, match="9990x9990 pixels"):
+        decode_image(buf.getvalue())
+    ds.Rows, ds.Columns, ds.NumberOfFrames = 4000, 4000, 3  # 48 MP over three frames
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    with pytest.raises(ImageRejected, match="3 frames"):
+        decode_image(buf.getvalue(), max_pixels=40_000_000)
+
+
+def test_large_jpeg_is_decoded_reduced(monkeypatch: pytest.MonkeyPatch) -> None:
+    img = Image.new("L", (4000, 3000), 90)
+    data = encode(img, "JPEG")
+    from PIL import JpegImagePlugin
+
+    drafts: list[tuple] = []
+    real_draft = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):  # type: ignore[no-untyped-def]
+        result = real_draft(self, mode, size)
+        drafts.append((mode, size, self.size))
+        return result
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    d = decode_image(data, max_side=512)
+    assert drafts and drafts[0][2][0] <= 1000, drafts  # DCT-scaled while decoding (1/4 or smaller)
+    assert max(d.pixels.shape) == 512
+
+
+def test_concurrent_decodes_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    inside, peak, lock = 0, 0, threading.Lock()
+    pair = threading.Barrier(2, timeout=20)
+
+    def fake_decode(data: bytes, fmt: str, max_side: int, max_pixels: int) -> DecodedImage:
+        nonlocal inside, peak
+        with lock:
+            inside += 1
+            peak = max(peak, inside)
+        pair.wait()  # two at a time meet here, so two really overlap
+        with lock:
+            inside -= 1
+        return DecodedImage(np.zeros((32, 32), np.uint8), fmt, 32, 32, None, None)
+
+    monkeypatch.setattr(imaging, "_decode_pil", fake_decode)
+    imaging.configure_decoding(max_concurrent=2)
+    try:
+        threads = [threading.Thread(target=decode_image, args=(encode(Image.new("L", (40, 40))),)) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert not any(t.is_alive() for t in threads)
+    finally:
+        imaging.configure_decoding(max_concurrent=0)
+    assert peak == 2

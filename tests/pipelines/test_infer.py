@@ -13,6 +13,7 @@ from models.artifact import ClassifierArtifact
 from pipelines.infer import Predictor
 from pipelines.preprocess import load_canonical, to_model_input
 from pipelines.train import TrainSpec, train_classifier
+from tests.pipelines.conftest import Trained
 from tests.pipelines.test_train import make_dataset
 
 
@@ -69,3 +70,35 @@ def test_multiclass_uses_argmax(tmp_path: Path) -> None:
     for pred in predictor.predict([load_canonical(p) for p, _ in data.test]):
         assert pred.threshold is None and pred.positive_class is None
         assert pred.label == max(pred.probabilities, key=pred.probabilities.__getitem__)
+
+
+def test_predictions_carry_conformal_sets_and_ood_flags(films_model: Trained) -> None:
+    predictor = Predictor.load(films_model.result.artifact_path)
+    art = predictor.artifact
+    assert art.conformal["coverage"] == 0.9 and art.conformal["empirical_test_coverage"] is not None
+    test = films_model.data.test
+    preds = predictor.predict([load_canonical(p) for p, _ in test])
+    for pred in preds:
+        assert pred.coverage == 0.9 and pred.prediction_set and set(pred.prediction_set) <= set(art.class_names)
+        assert pred.in_distribution is not None and pred.ood_score is not None and pred.ood_threshold is not None
+        if pred.prediction_set == [pred.label]:  # a singleton set is the top class
+            assert pred.probabilities[pred.label] >= 0.5
+    covered = np.mean([art.class_names[y] in p.prediction_set for p, (_, y) in zip(preds, test, strict=True)])
+    assert covered == pytest.approx(art.conformal["empirical_test_coverage"])
+    assert covered >= 0.8
+
+
+def test_threshold_argument_overrides_the_artifact(films_model: Trained) -> None:
+    predictor = Predictor.load(films_model.result.artifact_path)
+    images = [load_canonical(p) for p, _ in films_model.data.test[:6]]
+    assert {p.label for p in predictor.predict(images, threshold=0.0)} == {"PNEUMONIA"}
+    low = predictor.predict(images, threshold=1.01)
+    assert {p.label for p in low} == {"NORMAL"} and all(p.threshold == 1.01 for p in low)
+    assert all(p.threshold == predictor.artifact.threshold for p in predictor.predict(images))
+
+
+def test_an_artifact_without_trust_fields_answers_none(trained: tuple[Path, list]) -> None:
+    art = dataclasses.replace(ClassifierArtifact.load(trained[0]), conformal={}, ood={})
+    (pred,) = Predictor(art).predict([load_canonical(trained[1][0][0])])
+    assert pred.prediction_set is None and pred.coverage is None
+    assert pred.in_distribution is None and pred.ood_score is None and pred.ood_threshold is None

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines import ingest as ingest_mod
+from pipelines import model_input as model_input_mod
 from pipelines.archive import ArchiveRejected
 from pipelines.imaging import decode_image
 from pipelines.ingest import (
@@ -145,7 +145,7 @@ def test_inspect_does_not_decode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     def boom(*a: object, **k: object) -> None:
         raise AssertionError("inspect_upload must not decode images")
 
-    monkeypatch.setattr(ingest_mod, "decode_image", boom)
+    monkeypatch.setattr(model_input_mod, "decode_image", boom)
     z = make_zip(tmp_path / "up.zip", {"NORMAL/a.png": b"junk", "PNEUMONIA/b.png": b"junk"})
     assert inspect_upload(z, CONFIG).files == 2
 
@@ -202,7 +202,7 @@ def test_crash_midway_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyP
             raise RuntimeError("disk on fire")
         return decode_image(data, **kw)
 
-    monkeypatch.setattr(ingest_mod, "decode_image", flaky)
+    monkeypatch.setattr(model_input_mod, "decode_image", flaky)
     with pytest.raises(RuntimeError, match="disk on fire"):
         ingest_archive(z, tmp_path / "ds", CONFIG)
     assert leftovers(tmp_path) == []
@@ -397,3 +397,80 @@ def test_dicom_of_another_modality_or_body_part_is_rejected_with_its_reason(tmp_
     assert report["accepted"] == 4
     reasons = {r["file"]: r["reason"] for r in report["rejected"]}
     assert "Modality is CT" in reasons["NORMAL/2.dcm"] and "KNEE" in reasons["PNEUMONIA/3.dcm"]
+
+
+# ----------------------------------------------------------------------------- labels and long reports (issue 11)
+
+
+def test_labels_are_normalised_by_one_rule(tmp_path: Path) -> None:
+    from pipelines.ingest import normalise_label
+
+    assert normalise_label("  pneumonia ") == "PNEUMONIA"
+    assert normalise_label("Viral  Pneumonia") == "VIRAL PNEUMONIA"
+    csv_text = "file,label\na.png,PNEUMONIA\nb.png,pneumonia\nc.png,Pneumonia \nd.png,normal\ne.png, NORMAL\n"
+    members = {"labels.csv": csv_text.encode()} | {f"{n}.png": png(i) for i, n in enumerate("abcde")}
+    report = ingest_archive(make_zip(tmp_path / "up.zip", members), tmp_path / "ds", CONFIG)
+    assert report.classes == ["NORMAL", "PNEUMONIA"]
+    assert report.class_counts == {"NORMAL": 2, "PNEUMONIA": 3}
+    assert any("merged" in w and "pneumonia" in w for w in report.warnings), report.warnings
+
+
+def test_folder_names_are_normalised_too(tmp_path: Path) -> None:
+    members = {"normal/a.png": png(0), "NORMAL/b.png": png(2), "Pneumonia/c.png": png(1)}
+    summary = inspect_upload(make_zip(tmp_path / "up.zip", members), CONFIG)
+    assert summary.classes == ["NORMAL", "PNEUMONIA"]
+
+
+def test_unknown_label_without_pneumonia_is_a_warning(tmp_path: Path) -> None:
+    members = {"COVID/a.png": png(0), "COVID/b.png": png(2), "NORMAL/c.png": png(4), "NORMAL/d.png": png(6)}
+    report = ingest_archive(make_zip(tmp_path / "up.zip", members), tmp_path / "ds", CONFIG)
+    assert report.classes == ["COVID", "NORMAL"]
+    assert any("COVID" in w and "NORMAL, PNEUMONIA" in w for w in report.warnings), report.warnings
+    assert any("no PNEUMONIA class" in w for w in report.warnings), report.warnings
+
+
+def test_declared_classes_are_enforced(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    members = {"COVID/a.png": png(0), "NORMAL/c.png": png(4), "PNEUMONIA/e.png": png(1)}
+    z = make_zip(tmp_path / "up.zip", members)
+    declared = replace(CONFIG, declared_classes=("NORMAL", "PNEUMONIA"))
+    with pytest.raises(DatasetRejected, match=r"COVID.*declared classes NORMAL, PNEUMONIA"):
+        inspect_upload(z, declared)
+    z2 = make_zip(tmp_path / "up2.zip", {"NORMAL/c.png": png(4), "normal/d.png": png(6), "PNEUMONIA/e.png": png(1)})
+    assert inspect_upload(z2, replace(CONFIG, declared_classes=("normal", "pneumonia"))).classes == [
+        "NORMAL",
+        "PNEUMONIA",
+    ]
+    z3 = make_zip(tmp_path / "up3.zip", {"NORMAL/c.png": png(4), "PNEUMONIA/e.png": png(1)})
+    with pytest.raises(DatasetRejected, match=r"no files for the declared class VIRAL"):
+        inspect_upload(z3, replace(CONFIG, declared_classes=("NORMAL", "PNEUMONIA", "VIRAL")))
+
+
+def test_long_rejection_lists_are_summarised_and_kept_whole_in_a_file(tmp_path: Path) -> None:
+    from pipelines.ingest import REPORT_REJECTED_MAX, load_rejections
+
+    members = {f"NORMAL/bad{i:03d}.png": b"not an image %d" % i for i in range(REPORT_REJECTED_MAX + 50)}
+    members |= {"NORMAL/a.png": png(0), "PNEUMONIA/b.png": png(1), "stray.txt": b"x"}
+    report = ingest_archive(make_zip(tmp_path / "up.zip", members), tmp_path / "ds", CONFIG)
+    assert len(report.rejected) == REPORT_REJECTED_MAX
+    assert report.rejected_total == REPORT_REJECTED_MAX + 51
+    assert report.rejected_by_reason == {
+        "not a PNG, JPEG or DICOM file": REPORT_REJECTED_MAX + 50,
+        "file is not inside a class folder": 1,
+    }
+    saved = json.loads((tmp_path / "ds" / "report.json").read_text())
+    assert len(saved["rejected"]) == REPORT_REJECTED_MAX
+    total, page = load_rejections(tmp_path / "ds", offset=REPORT_REJECTED_MAX, limit=1000)
+    assert total == REPORT_REJECTED_MAX + 51 and len(page) == 51
+    assert len(json.dumps(report.to_dict())) < 30_000
+
+
+def test_long_duplicate_lists_are_capped_with_their_total(tmp_path: Path) -> None:
+    from pipelines.ingest import REPORT_REJECTED_MAX
+
+    same = png(0)
+    members = {f"NORMAL/copy{i:03d}.png": same for i in range(REPORT_REJECTED_MAX + 21)} | {"PNEUMONIA/b.png": png(1)}
+    report = ingest_archive(make_zip(tmp_path / "up.zip", members), tmp_path / "ds", CONFIG)
+    assert report.accepted == 2
+    assert report.duplicates_total == REPORT_REJECTED_MAX + 20 and len(report.duplicates) == REPORT_REJECTED_MAX

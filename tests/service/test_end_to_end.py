@@ -83,20 +83,21 @@ def test_train_register_and_predict(stack: Stack, keys: dict[str, str], ready_da
     spec = {
         "dataset_id": ready_dataset["id"],
         "backbone": "test_resnet",
-        "strategy": "full",
-        "epochs": 2,
+        "strategy": "frozen",  # a head on frozen random features: 20 cheap epochs learn enough to be fit for use
+        "epochs": 20,
         "image_size": 64,
         "batch_size": 16,
         "model_name": "pneumonia-e2e",
-        "lr": 3e-3,
+        "lr": 3e-2,
     }
     with stack.client(keys["staff"]) as staff:
         r = staff.post("/v1/jobs", json=spec)
         assert r.status_code == 202, r.text
         assert r.json()["status"] == "queued"
+        assert r.json()["pretrained"] is False and "random weights" in r.json()["warnings"][0]  # weights: none
         job = wait_for(staff, f"/v1/jobs/{r.json()['id']}", {"succeeded", "failed", "cancelled"}, timeout=300)
         assert job["status"] == "succeeded", job
-        assert job["progress"]["epoch"] == 2 and job["progress"]["epochs"] == 2
+        assert job["progress"]["epoch"] == 20 and job["progress"]["epochs"] == 20
         val = job["metrics"]["val"]
         assert 0.0 <= val["accuracy"] <= 1.0 and val["auroc"] is not None
         assert job["model_version"] == 1
@@ -111,6 +112,7 @@ def test_train_register_and_predict(stack: Stack, keys: dict[str, str], ready_da
         assert r.status_code == 200, r.text
         answer = r.json()
         assert answer["model"] == "pneumonia-e2e" and answer["version"] == 1
+        assert answer["fit_for_use"] is True and answer["pretrained"] is False
         assert answer["label"] in {"NORMAL", "PNEUMONIA"}
         assert set(answer["probabilities"]) == {"NORMAL", "PNEUMONIA"}
         assert sum(answer["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)

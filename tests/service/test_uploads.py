@@ -63,3 +63,31 @@ def test_openapi_documents_the_upload(client: TestClient) -> None:
     body = spec["paths"]["/v1/datasets"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert body["schema"]["properties"]["file"]["format"] == "binary"
     assert "examples" in str(spec["components"]["schemas"]["JobCreate"])
+
+
+def test_file_under_another_field_name_says_file_is_missing(client: TestClient, tmp_path: Path) -> None:
+    r = client.post("/v1/datasets", files={"upload": ("data.zip", b"PK" + b"z" * 9_000, "application/zip")})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == "form field 'file' is missing (got a file in the field 'upload')"
+    r = client.post("/v1/datasets", files={"name": (None, "x" * 70_000)})
+    assert r.status_code == 422 and "'file'" in r.json()["detail"], r.text
+    assert list((tmp_path / "uploads").iterdir()) == []
+
+
+def test_file_under_another_field_name_is_not_buffered_as_a_field(tmp_path: Path) -> None:
+    settings = Settings(
+        _env_file=None, env="test", data_dir=tmp_path, redis_url="redis://127.0.0.1:6379/13", bootstrap_admin_key=KEY
+    )
+    with TestClient(create_app(settings), headers={"Authorization": f"Bearer {KEY}"}) as c:
+        r = c.post("/v1/datasets", files={"upload": ("data.zip", b"PK" + b"z" * 500_000, "application/zip")})
+    assert r.status_code == 422 and "form field 'file' is missing" in r.json()["detail"], r.text
+
+
+def test_duplicate_file_parts_are_refused(client: TestClient, tmp_path: Path) -> None:
+    r = client.post(
+        "/v1/datasets",
+        files=[("file", ("a.zip", b"PK1", "application/zip")), ("file", ("b.zip", b"PK2", "application/zip"))],
+    )
+    assert r.status_code == 422, r.text
+    assert "more than once" in r.json()["detail"]
+    assert list((tmp_path / "uploads").iterdir()) == []

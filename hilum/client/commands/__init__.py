@@ -1,0 +1,1 @@
+"""Client command groups, one module per resource."""
