@@ -100,7 +100,7 @@ def main() -> None:
         shifted_preds = predictor.predict([np.asarray(Image.open(p)) for p, _ in shifted])
         names = art.class_names
         shifted_cov = float(
-            np.mean([names[y] in p.prediction_set for p, (_, y) in zip(shifted_preds, shifted, strict=True)])
+            np.mean([names[y] in (p.prediction_set or []) for p, (_, y) in zip(shifted_preds, shifted, strict=True)])
         )
         shifted_ood = float(np.mean([not p.in_distribution for p in shifted_preds]))
         shifted_auc = float(

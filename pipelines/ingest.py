@@ -139,6 +139,7 @@ class IngestReport:
         default_factory=lambda: {"modalities": {}, "photometric": {}, "transfer_syntaxes": {}}
     )
     formats: dict[str, int] = field(default_factory=dict)
+    max_side: int | None = None  # the canonical images' bound: training records it in the artifact for serving
 
     def to_dict(self) -> dict:
         """Plain JSON-serialisable dict."""
@@ -500,7 +501,7 @@ def _ingest_into(
     config: IngestConfig,
     progress: Callable[[int, int], None] | None,
 ) -> IngestReport:
-    report = IngestReport(layout=plan.layout, warnings=list(plan.warnings))
+    report = IngestReport(layout=plan.layout, warnings=list(plan.warnings), max_side=config.max_side)
     report.rejected.extend({"file": m, "reason": "listed in labels.csv but not in the zip"} for m in plan.missing)
     kept: dict[str, _Kept] = {}  # content hash -> first accepted copy
     failed: dict[str, str] = {}  # content hash -> rejection reason

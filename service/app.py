@@ -58,8 +58,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         upgrade_to_head(settings.resolved_database_url)
         with session_scope(settings.resolved_database_url) as session:
             generated = ensure_bootstrap_admin(session, settings.bootstrap_admin_key)
-        if generated:
-            log.warning("generated an admin API key (shown once): %s", generated)
+        if generated:  # never into the logs (they are shipped elsewhere): into a file only its owner can read
+            key_file = settings.data_dir / "initial-admin-key"
+            key_file.touch(mode=0o600)
+            key_file.write_text(generated + "\n")
+            log.warning("generated an admin API key: it is in %s (readable by this user only); delete it", key_file)
         log.warning(
             "models run on %s; micro-batching %s (up to %d)",
             serving.describe(),

@@ -103,3 +103,20 @@ def test_an_expired_admin_key_does_not_count_as_an_admin(tmp_path: Path) -> None
     with session_scope(url) as session:
         assert find_active_key(session, generated) is not None
         assert ensure_bootstrap_admin(session, None) is None  # the new one counts
+
+
+def test_a_generated_admin_key_goes_to_a_private_file_never_to_the_logs(
+    settings: Settings, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import stat
+
+    no_key = settings.model_copy(update={"bootstrap_admin_key": None})
+    with TestClient(create_app(no_key)):  # the app's own log handler writes to stderr
+        pass
+    logs = "".join(capfd.readouterr())
+    key_file = no_key.data_dir / "initial-admin-key"
+    plain = key_file.read_text().strip()
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert plain.startswith("hk_") and plain not in logs and "initial-admin-key" in logs
+    with session_scope(no_key.resolved_database_url) as session:
+        assert find_active_key(session, plain) is not None

@@ -474,3 +474,11 @@ def test_long_duplicate_lists_are_capped_with_their_total(tmp_path: Path) -> Non
     report = ingest_archive(make_zip(tmp_path / "up.zip", members), tmp_path / "ds", CONFIG)
     assert report.accepted == 2
     assert report.duplicates_total == REPORT_REJECTED_MAX + 20 and len(report.duplicates) == REPORT_REJECTED_MAX
+
+
+def test_the_report_records_the_canonical_bound(tmp_path: Path) -> None:
+    from pipelines.synthetic import write_zip
+
+    archive = write_zip(tmp_path / "d.zip", n_per_class=3, size=96, seed=1)
+    report = ingest_archive(archive, tmp_path / "out", IngestConfig(patient_salt="s", max_side=64))
+    assert report.to_dict()["max_side"] == 64

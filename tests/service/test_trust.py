@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from hilum.storage import Storage
@@ -97,7 +98,7 @@ def predict(client: httpx.Client, data: bytes, **params: Any) -> httpx.Response:
 
 def test_every_prediction_says_how_far_to_trust_it(stack: Stack, keys: dict, trained: dict) -> None:
     data = film(101)
-    predictor = Predictor.load(artifact_path(stack, 1))
+    predictor = Predictor.load(artifact_path(stack, 1), device="auto")  # as the server runs it
     expected = predictor.predict([decode_image(data).pixels])[0]
     with stack.client(keys["clinician"]["key"]) as clinician:
         r = predict(clinician, data, version=1)
@@ -118,7 +119,8 @@ def test_every_prediction_says_how_far_to_trust_it(stack: Stack, keys: dict, tra
     assert answer["prediction_set"] == list(expected.prediction_set)
     assert answer["coverage"] == pytest.approx(a.conformal["coverage"])
     assert answer["in_distribution"] is expected.in_distribution
-    assert answer["ood_score"] == pytest.approx(expected.ood_score, rel=1e-4)
+    fp16 = torch.cuda.is_available()  # the server computes in fp16 on a GPU
+    assert answer["ood_score"] == pytest.approx(expected.ood_score, rel=1e-2 if fp16 else 1e-4)
     if answer["in_distribution"]:
         assert answer["label"] == expected.label and answer["label_withheld"] is False
     if len(answer["prediction_set"]) == len(CLASSES):
