@@ -283,7 +283,7 @@ def main() -> None:
             frozen = {}
             for cache in (True, False):
                 s = TrainSpec(
-                    strategy="frozen", epochs=args.frozen_epochs, augment=False, cache_features=cache, **common
+                    strategy="frozen", epochs=args.frozen_epochs, augment="none", cache_features=cache, **common
                 )  # type: ignore[arg-type]
                 frozen[cache] = hilum_run(s, data, root / f"{name}-frozen-{cache}")
             cached, uncached = frozen[True], frozen[False]

@@ -1,7 +1,11 @@
 """Trust figures on synthetic chest X-rays: calibration, conformal coverage, out-of-distribution detection.
 
     .venv/bin/python bench/trust.py [--per-class 150] [--image-size 64] [--epochs 6] [--backbone test_resnet]
-                                    [--label-noise 0.1] [--report-dir DIR]
+                                    [--label-noise 0.1] [--report-dir DIR] [--no-calibration-split]
+
+The validation films are split in two: half selects the best epoch, half (the calibration split) fits the
+temperature, threshold, conformal ``qhat`` and OOD threshold; ``--no-calibration-split`` fits them on the
+whole validation split that also selected the epoch (the behaviour before issue 12) for comparison.
 
 ``--label-noise`` flips that share of labels in every split: without it the synthetic task is separable
 (AUROC 1.0), so no temperature is identifiable and every conformal set is a singleton.
@@ -62,16 +66,22 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--label-noise", type=float, default=0.1, help="share of labels flipped in every split")
     ap.add_argument("--report-dir", type=Path, help="copy the training report (JSON + figures) here")
+    ap.add_argument(
+        "--no-calibration-split", action="store_true", help="fit calibration on validation (no separate split)"
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         n_eval = max(20, args.per_class // 3)
+        val = write_split(root / "d", "val", n_eval, seed=2, size=args.film_size, label_noise=args.label_noise)
+        half = len(val) // 2 // 2 * 2  # even: both halves keep the alternating class balance
         data = TrainData(
             ["NORMAL", "PNEUMONIA"],
             write_split(root / "d", "train", args.per_class, seed=1, size=args.film_size, label_noise=args.label_noise),
-            write_split(root / "d", "val", n_eval, seed=2, size=args.film_size, label_noise=args.label_noise),
+            val if args.no_calibration_split else val[:half],
             write_split(root / "d", "test", n_eval, seed=3, size=args.film_size, label_noise=args.label_noise),
+            calibration=[] if args.no_calibration_split else val[half:],
         )
         shifted = write_split(
             root / "d", "shifted", n_eval, seed=4, size=args.film_size, shift=True, label_noise=args.label_noise
@@ -118,7 +128,8 @@ def main() -> None:
             "label_noise": args.label_noise,
             "image_size": args.image_size,
             "epochs": args.epochs,
-            "train/val/test films": [len(data.train), len(data.val), len(data.test)],
+            "train/val/calibration/test films": [len(data.train), len(data.val), len(data.calibration), len(data.test)],
+            "calibration_split": cal.get("calibration_split"),
             "train_s": round(seconds, 1),
         },
         "val_auroc": report["val_metrics"]["auroc"],
@@ -155,8 +166,17 @@ def main() -> None:
         "fitness": report["fitness"],
         "operating_point": {
             k: report["operating_point"].get(k)
-            for k in ("threshold", "sensitivity", "sensitivity_ci95", "specificity", "specificity_ci95")
+            for k in (
+                "threshold",
+                "split",
+                "sensitivity",
+                "sensitivity_ci95",
+                "specificity",
+                "specificity_ci95",
+                "note",
+            )
         },
+        "operating_point_move": report.get("operating_point_move", {}).get("delta"),
         "pretrained": art.pretrained,
     }
     print(json.dumps(out, indent=2))

@@ -39,6 +39,14 @@ app.command(rich_help_panel=CLIENT)(predict)
 app.add_typer(weights_app, name="weights", rich_help_panel=ADMIN)
 
 
+SCANNER_HELP = (
+    "render as another site would: film (film/CR curve, grain, half resolution, bright collimation), portable "
+    "(bedside AP: noisy, flat, low resolution, small rotated patients, leads), dr (high contrast, edge enhancement)"
+)
+DIFFICULTY_HELP = "0..1: share of subtle pneumonias and of normal-but-dense films (both classes) rises with it"
+RATIO_HELP = "NORMAL:PNEUMONIA, e.g. 1:3; the larger class gets --per-class films"
+
+
 class Role(StrEnum):
     admin = "admin"
     staff = "staff"
@@ -49,6 +57,12 @@ class ImageFormat(StrEnum):
     png = "png"
     jpeg = "jpeg"
     dicom = "dicom"
+
+
+class ScannerName(StrEnum):  # pipelines.synthetic.SCANNERS (not imported here: it pulls numpy into every command)
+    film = "film"
+    portable = "portable"
+    dr = "dr"
 
 
 def _admin_settings() -> Settings:
@@ -88,10 +102,21 @@ def synth(
     fmt: Annotated[ImageFormat, typer.Option("--format")] = ImageFormat.png,
     images_per_patient: Annotated[int, typer.Option()] = 1,
     seed: Annotated[int, typer.Option()] = 0,
+    scanner: Annotated[ScannerName | None, typer.Option(help=SCANNER_HELP)] = None,
+    difficulty: Annotated[float, typer.Option(help=DIFFICULTY_HELP)] = 0.0,
+    ratio: Annotated[str | None, typer.Option(help=RATIO_HELP)] = None,
 ) -> None:
     """Write a synthetic chest X-ray dataset (no patient data)."""
     args = argparse.Namespace(
-        out=out, per_class=per_class, size=size, fmt=fmt.value, images_per_patient=images_per_patient, seed=seed
+        out=out,
+        per_class=per_class,
+        size=size,
+        fmt=fmt.value,
+        images_per_patient=images_per_patient,
+        seed=seed,
+        scanner=scanner.value if scanner else None,
+        difficulty=difficulty,
+        ratio=ratio,
     )
     raise typer.Exit(run_synth(args))
 
@@ -129,6 +154,9 @@ def import_weights(settings: Settings, path: Path, backbone: str) -> int:
     from hilum.storage import Storage
     from hilum.weights import register_weights_file
 
+    if not path.is_file():
+        print(f"error: {path} is not a file", file=sys.stderr)
+        return 1
     upgrade_to_head(settings.resolved_database_url)
     storage = Storage(settings.data_dir).ensure()
     try:
@@ -149,23 +177,39 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", dest="fmt", choices=["png", "jpeg", "dicom"], default="png")
     parser.add_argument("--images-per-patient", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scanner", default=None, choices=[s.value for s in ScannerName], help=SCANNER_HELP)
+    parser.add_argument("--difficulty", type=float, default=0.0, help=DIFFICULTY_HELP)
+    parser.add_argument("--ratio", default=None, help=RATIO_HELP)
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from pipelines.synthetic import write_dataset, write_zip
+    from pipelines.synthetic import class_counts, parse_ratio, scanner_named, write_dataset, write_zip
 
+    try:
+        scanner_named(args.scanner)
+        ratio = parse_ratio(args.ratio) if args.ratio else None
+        if not 0.0 <= args.difficulty <= 1.0:
+            raise ValueError(f"--difficulty must be in [0, 1], got {args.difficulty}")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     kwargs = dict(
         n_per_class=args.per_class,
         size=args.size,
         fmt=args.fmt,
         seed=args.seed,
         images_per_patient=args.images_per_patient,
+        scanner=args.scanner,
+        difficulty=args.difficulty,
+        ratio=ratio,
     )
     if args.out.suffix == ".zip":
         write_zip(args.out, **kwargs)
     else:
         write_dataset(args.out, **kwargs)
-    print(f"wrote {2 * args.per_class} synthetic images to {args.out}")
+    counts = class_counts(args.per_class, ratio)
+    look = f" (scanner {args.scanner})" if args.scanner else ""
+    print(f"wrote {sum(counts.values())} synthetic images{look} to {args.out}: {counts}")
     return 0
 
 

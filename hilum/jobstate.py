@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, func, or_, update
 from sqlalchemy.orm import Session
 
 from hilum.db import session_scope
+from hilum.storage import Storage
 from hilum.tables import Dataset, Job, utcnow
+
+_log = logging.getLogger(__name__)
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
@@ -96,14 +101,19 @@ def claim_job(url: str, job_id: str, *, worker: str, lease_s: float, max_attempt
         if job.cancel_requested:
             job.status, job.finished_at = "cancelled", now
             return Claim.DONE
-        if job.attempts >= max_attempts:
-            job.status, job.finished_at = "failed", now
-            job.error = f"gave up after {max_attempts} attempts; last error: {job.error or 'worker lost'}"
-            return Claim.DONE
         claimable = or_(
             Job.status == "queued",
             and_(Job.status == "running", or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff)),
         )
+        if job.attempts >= max_attempts:  # only once no live worker holds it: its last attempt may be running
+            error = f"gave up after {max_attempts} attempts; last error: {job.error or 'worker lost'}"
+            gave_up = session.execute(
+                update(Job)
+                .where(Job.id == job_id, claimable)
+                .values(status="failed", finished_at=now, error=error)
+                .execution_options(synchronize_session=False)
+            )
+            return Claim.DONE if gave_up.rowcount == 1 else Claim.BUSY  # type: ignore[attr-defined]
         result = session.execute(
             update(Job)
             .where(Job.id == job_id, claimable)
@@ -126,17 +136,24 @@ def claim_dataset(url: str, dataset_id: str, *, worker: str, lease_s: float, max
         dataset = session.get(Dataset, dataset_id)
         if dataset is None or dataset.status != "ingesting":
             return Claim.DONE
-        if dataset.attempts >= max_attempts:
-            dataset.status = "failed"
-            dataset.error = f"ingestion gave up after {max_attempts} attempts (its worker kept dying)"
-            return Claim.DONE
+        unheld = (
+            Dataset.id == dataset_id,
+            Dataset.status == "ingesting",
+            or_(Dataset.heartbeat_at.is_(None), Dataset.heartbeat_at < lease_cutoff(now, lease_s)),
+        )
+        if dataset.attempts >= max_attempts:  # only once no live worker holds it, as for jobs
+            gave_up = session.execute(
+                update(Dataset)
+                .where(*unheld)
+                .values(
+                    status="failed", error=f"ingestion gave up after {max_attempts} attempts (its worker kept dying)"
+                )
+                .execution_options(synchronize_session=False)
+            )
+            return Claim.DONE if gave_up.rowcount == 1 else Claim.BUSY  # type: ignore[attr-defined]
         result = session.execute(
             update(Dataset)
-            .where(
-                Dataset.id == dataset_id,
-                Dataset.status == "ingesting",
-                or_(Dataset.heartbeat_at.is_(None), Dataset.heartbeat_at < lease_cutoff(now, lease_s)),
-            )
+            .where(*unheld)
             .values(worker=worker, heartbeat_at=now, attempts=Dataset.attempts + 1)
             .execution_options(synchronize_session=False)
         )
@@ -181,9 +198,7 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(url, row_id, every_s, table, worker), daemon=True)
 
-    def _run(
-        self, url: str, row_id: str, every_s: float, table: type[Job] | type[Dataset], worker: str | None
-    ) -> None:
+    def _run(self, url: str, row_id: str, every_s: float, table: type[Job] | type[Dataset], worker: str | None) -> None:
         live = "running" if table is Job else "ingesting"
         owned = [table.id == row_id, table.status == live]
         if worker is not None:  # a stalled worker whose lease was taken over must not renew the new owner's lease
@@ -199,3 +214,52 @@ class Heartbeat:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+
+def record_training_result(
+    url: str,
+    storage: Storage,
+    job_id: str,
+    *,
+    worker: str,
+    artifact_path: Path,
+    metrics: dict[str, Any],
+) -> bool:
+    """Register the trained artifact as a model version and mark the job succeeded, if the job is still ours.
+
+    A job cancelled meanwhile, or taken over by another worker while this one stalled, records nothing
+    (returns False): its result is not this worker's to record.
+    """
+    from hilum.registry import register_version
+    from models.artifact import ClassifierArtifact
+
+    with session_scope(url) as session:
+        job = session.get(Job, job_id, with_for_update=True)  # a row lock on PostgreSQL; SQLite serialises writes
+        if job is None:
+            return False
+        if job.status != "running" or job.worker != worker or job.cancel_requested:
+            _log.warning(
+                "job %s: not registering (status %s, held by %s, cancel requested %s)",
+                job_id,
+                job.status,
+                job.worker,
+                job.cancel_requested,
+            )
+            if job.status == "running" and job.worker == worker:
+                job.status, job.finished_at = "cancelled", utcnow()
+            return False
+        artifact = ClassifierArtifact.load(artifact_path)
+        if job.sweep_id is None:  # a sweep member registers nothing: its sweep registers the best (hilum/sweeps.py)
+            register_version(
+                session,
+                storage,
+                job,
+                artifact=artifact_path,
+                backbone=artifact.backbone,
+                class_names=list(artifact.class_names),
+                threshold=artifact.threshold,
+                metrics=metrics,
+            )
+        job.metrics = metrics
+        job.status, job.finished_at = "succeeded", utcnow()
+    return True

@@ -28,7 +28,6 @@ PORT_ATTEMPTS = 16  # several workers on one host: the first free port from HILU
 HEARTBEAT_EVERY_S = 5.0
 
 
-
 TRAINING_THROUGHPUT = Gauge(
     "hilum_training_throughput_images_per_second",
     "training images per second over the last finished epoch",

@@ -17,7 +17,9 @@ duplicate finds the work taken or done and ends. Passes run at API and worker st
 compare-and-delete) lets one process at a time do a pass, so several API processes never race.
 
 The same pass deletes raw uploads whose ingestion has ended once ``HILUM_UPLOAD_RETENTION_HOURS``
-has passed (at once when it is 0), and abandoned ones (no dataset) after a day.
+has passed (at once when it is 0), and abandoned ones (no dataset) after a day. It first settles sweeps
+(``hilum.sweeps.reconcile_sweeps``): unstarted members of a sweep past its ``max_minutes`` are cancelled,
+and a sweep whose members have all ended but which no worker finalised (one died in between) is.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from hilum.jobstate import lease_cutoff
 from hilum.queue import GPU_QUEUE, INGEST_QUEUE, INGEST_TASK, TRAIN_TASK
 from hilum.settings import Settings
 from hilum.storage import Storage
+from hilum.sweeps import reconcile_sweeps
 from hilum.tables import Dataset, Job, utcnow
 
 log = logging.getLogger("hilum.recovery")
@@ -66,6 +69,7 @@ class Recovery:
     jobs: list[str] = field(default_factory=list)  # re-queued
     datasets: list[str] = field(default_factory=list)  # re-queued
     uploads_deleted: list[str] = field(default_factory=list)
+    sweeps: list[str] = field(default_factory=list)  # finalised (hilum/sweeps.py: all members had ended)
     skipped: bool = False  # another process held the lock
 
 
@@ -177,6 +181,8 @@ def reconcile(settings: Settings, celery: Celery, *, grace_s: float = 10.0) -> R
             outcome.skipped = True
             return outcome
         with Session(_engine(settings.resolved_database_url)) as session:
+            # Sweeps first: members of an overdue sweep are cancelled here rather than re-queued below.
+            outcome.sweeps = reconcile_sweeps(session, Storage(settings.data_dir), now=utcnow())
             jobs, datasets = lost_work(session, now=utcnow(), lease_s=settings.job_lease_s, grace_s=grace_s)
             present = messages_present(client, prefix, fresh_s=settings.job_lease_s, now=time.time())
             for task, ids, found in ((TRAIN_TASK, jobs, outcome.jobs), (INGEST_TASK, datasets, outcome.datasets)):
@@ -191,6 +197,8 @@ def reconcile(settings: Settings, celery: Celery, *, grace_s: float = 10.0) -> R
                 outcome.uploads_deleted.append(dataset_id)
     if outcome.jobs or outcome.datasets:
         log.warning("re-queued lost work: jobs %s, datasets %s", outcome.jobs, outcome.datasets)
+    if outcome.sweeps:
+        log.warning("finalised sweeps whose members had all ended: %s", outcome.sweeps)
     if outcome.uploads_deleted:
         log.info("deleted %d raw upload(s) past their retention", len(outcome.uploads_deleted))
     return outcome
@@ -212,4 +220,3 @@ async def recovery_loop(settings: Settings, celery: Celery) -> None:
         if settings.recovery_interval_s <= 0:
             return
         await asyncio.sleep(settings.recovery_interval_s)
-

@@ -56,6 +56,53 @@ def register_version(
     return row
 
 
+def register_imported(
+    session: Session, storage: Storage, model_name: str, artifact: Path, *, source: str
+) -> ModelVersion:
+    """Add the next version of ``model_name`` from an artifact trained elsewhere (no job, no dataset here).
+
+    Not committed; a concurrent registration of the same number fails on the (model_name, version) key.
+    """
+    from models.artifact import ClassifierArtifact
+
+    loaded = ClassifierArtifact.load(artifact)
+    fit, reasons = artifact_fitness(artifact)
+    latest = session.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.model_name == model_name))
+    version = (latest or 0) + 1
+    target = storage.model_version_dir(model_name, version)
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(artifact, target / "model.pt")
+    row = ModelVersion(
+        model_name=model_name,
+        version=version,
+        backbone=loaded.backbone,
+        artifact_path=storage.relative(target / "model.pt"),
+        class_names=list(loaded.class_names),
+        threshold=loaded.threshold,
+        metrics=dict(loaded.metrics),
+        fit_for_use=fit,
+        fitness_reasons=reasons,
+        source=source,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def warm_start_source(session: Session, init_from: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A job's ``init_from`` with the registered version's ``artifact_path`` (relative to the data dir)."""
+    if not init_from:
+        return None
+    row = session.scalar(
+        select(ModelVersion).where(
+            ModelVersion.model_name == init_from["model"], ModelVersion.version == init_from["version"]
+        )
+    )
+    if row is None:
+        raise ValueError(f"init_from: model '{init_from['model']}' has no version {init_from['version']}")
+    return {**init_from, "artifact_path": row.artifact_path}
+
+
 def artifact_fitness(path: Path) -> tuple[bool, list[str]]:
     """(fit for use, reasons) from the artifact's ``fitness`` dict: ``{"fit_for_use": bool, "reasons": [...]}``."""
     from models.artifact import ClassifierArtifact

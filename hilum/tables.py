@@ -67,7 +67,7 @@ class Job(Base):
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
     status: Mapped[str] = mapped_column(String(20), index=True)  # queued|running|succeeded|failed|cancelled
     spec: Mapped[dict[str, Any]] = mapped_column()
-    weights: Mapped[str] = mapped_column(String(64), default="none")
+    weights: Mapped[str] = mapped_column(String(100), default="none")  # init:<model>/v<n> for a warm start
     model_name: Mapped[str] = mapped_column(String(200))
     progress: Mapped[dict[str, Any]] = mapped_column(default=dict)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
@@ -81,6 +81,34 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    init_from: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)  # warm start: model, version, class_map
+    # A sweep member (issue 12): it registers no version itself; its sweep registers the best member.
+    sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id"), nullable=True, index=True)
+
+
+class Sweep(Base):
+    """A grid of training jobs over one dataset; the best succeeded member becomes a version (hilum/sweeps.py)."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
+    model_name: Mapped[str] = mapped_column(String(200))
+    # open (members queued or running) | succeeded | failed | cancelled; set once, by compare-and-set
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    request: Mapped[dict[str, Any]] = mapped_column()  # the validated request, budget included
+    members: Mapped[list[Any]] = mapped_column(default=list)  # member job ids, in grid order
+    skipped: Mapped[list[Any]] = mapped_column(default=list)  # configs left out by the budget
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True, unique=True)
+    results: Mapped[list[Any] | None] = mapped_column(nullable=True)  # the members table, frozen at the end
+    best_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    model_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class ModelVersion(Base):
@@ -90,8 +118,8 @@ class ModelVersion(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     model_name: Mapped[str] = mapped_column(String(200), index=True)
     version: Mapped[int] = mapped_column(Integer)
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), unique=True)  # one version per job
-    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"))
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), unique=True, nullable=True)  # None: imported
+    dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id"), nullable=True)
     backbone: Mapped[str] = mapped_column(String(100))
     artifact_path: Mapped[str] = mapped_column(String(500))  # relative to the data dir
     class_names: Mapped[list[Any]] = mapped_column(default=list)
@@ -101,6 +129,7 @@ class ModelVersion(Base):
     # Fixed at registration from the artifact's fitness: an unfit version is never served silently.
     fit_for_use: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     fitness_reasons: Mapped[list[Any]] = mapped_column(default=list)
+    source: Mapped[str] = mapped_column(String(80), default="trained", server_default="trained")  # or imported:<sha>
 
 
 class WeightsFile(Base):

@@ -45,6 +45,9 @@ def register_weights_file(
     shutil.copyfile(source, target)
     try:
         info = validate_weights_file(target, backbone)
+    except ValueError as exc:  # name the file the operator sent, not our stored copy
+        target.unlink(missing_ok=True)
+        raise ValueError(str(exc).replace(target.name, Path(filename).name)) from exc
     except Exception:
         target.unlink(missing_ok=True)
         raise

@@ -15,6 +15,7 @@ from models.backbones import classifier_of
 from models.device import resolve_device, resolve_precision
 from pipelines.model_input import model_input, preprocessing_of
 from pipelines.training import conformal, ood
+from pipelines.tta import VARIANTS, average_logits, tta_batch
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Prediction:
     in_distribution: bool | None = None
     ood_score: float | None = None
     ood_threshold: float | None = None
+    tta: int | None = None  # variants averaged (test-time augmentation); None when off
 
 
 class Predictor:
@@ -65,15 +67,25 @@ class Predictor:
         with torch.inference_mode():
             return self.model(x).float()
 
-    def outputs(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """(calibrated probabilities (N, C), penultimate features (N, D)) from one forward pass over the batch."""
+    def outputs(self, images: Sequence[np.ndarray], *, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(calibrated probabilities (N, C), penultimate features (N, D)) from one forward pass over the batch.
+
+        With ``tta`` the logits are averaged over ``pipelines.tta.VARIANTS`` before the temperature; the
+        features (the OOD score's input) stay those of the film itself.
+        """
         a = self.artifact
         if not images:
             return np.zeros((0, a.num_classes), dtype=np.float32), np.zeros((0, 0), dtype=np.float32)
         preprocessing = preprocessing_of(a)
         x = torch.stack([model_input(im, preprocessing) for im in images])
-        logits = self.forward(x)
-        features = self._captured.features
+        if tta:
+            n = x.shape[0]
+            logits = self.forward(tta_batch(x))
+            features = self._captured.features[:n]  # identity is the first variant
+            logits = average_logits(logits, n)
+        else:
+            logits = self.forward(x)
+            features = self._captured.features
         with torch.inference_mode():
             probs = torch.softmax(logits / a.temperature, dim=1)
         return probs.cpu().numpy(), features.float().cpu().numpy()
@@ -90,11 +102,14 @@ class Predictor:
             return a.positive_class if float(p[a.class_names.index(a.positive_class)]) >= threshold else negative
         return a.class_names[int(np.argmax(p))]
 
-    def predict(self, images: Sequence[np.ndarray], *, threshold: float | None = None) -> list[Prediction]:
-        """One answer per film; ``threshold`` overrides the artifact's (the registry may hold a changed one)."""
+    def predict(
+        self, images: Sequence[np.ndarray], *, threshold: float | None = None, tta: bool = False
+    ) -> list[Prediction]:
+        """One answer per film; ``threshold`` overrides the artifact's (the registry may hold a changed one);
+        ``tta`` averages the logits over a few anatomy-safe variants of each film."""
         a = self.artifact
         threshold = a.threshold if threshold is None else float(threshold)
-        probs_all, features = self.outputs(images)
+        probs_all, features = self.outputs(images, tta=tta)
         qhat = a.conformal.get("qhat") if a.conformal else None
         scores = ood.score(a.ood, features) if a.ood and len(images) else None
         out = []
@@ -111,6 +126,7 @@ class Predictor:
                     in_distribution=None if score is None else bool(score <= float(a.ood["threshold"])),
                     ood_score=score,
                     ood_threshold=None if score is None else float(a.ood["threshold"]),
+                    tta=len(VARIANTS) if tta else None,
                 )
             )
         return out

@@ -10,9 +10,9 @@ Layouts:
   When a CSV is present it wins over folder names. Rows naming missing files, files
   without a row, and rows with an empty or invalid label are reported as rejected.
 
-Output (``out_dir``, built in a sibling temp dir and renamed into place at the end):
-``images/<sample_id>.png`` (the canonical uint8 array, lossless), ``manifest.jsonl``
-and ``report.json``.
+Output (``out_dir``, built in a sibling temp dir and renamed into place at the end): a dataset version
+in the layout ``pipelines.dataset`` owns (canonical PNGs, ``manifest.jsonl``, ``report.json``,
+``rejections.jsonl``), written only through its ``write_*`` functions.
 
 Identity: content hash = sha256 of the file bytes, sample id = its first 24 hex
 characters, so identical files collapse. An exact duplicate with the same label is
@@ -43,7 +43,6 @@ import csv
 import hashlib
 import hmac
 import io
-import json
 import logging
 import os
 import re
@@ -60,6 +59,14 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.archive import ArchiveEntry, ArchiveLimits, read_entry, scan_archive
+from pipelines.dataset import (
+    ManifestRow,
+    discard_image,
+    write_image,
+    write_manifest,
+    write_rejections,
+    write_report,
+)
 from pipelines.imaging import ImageRejected
 from pipelines.model_input import decode_checked
 
@@ -74,7 +81,6 @@ EXPECTED_CLASSES = ("NORMAL", "PNEUMONIA")  # what a pneumonia classifier is nor
 POSITIVE_CLASS = "PNEUMONIA"
 REPORT_REJECTED_MAX = 100  # rejections listed in the report itself; all of them are in REJECTIONS_FILE
 REPORT_REASONS_MAX = 20  # distinct reasons counted in the report (the rest under "other reasons")
-REJECTIONS_FILE = "rejections.jsonl"
 
 
 def normalise_label(raw: str) -> str:
@@ -105,18 +111,6 @@ class UploadSummary:
     layout: str  # "folders" | "csv"
     classes: list[str]
     files: int
-
-
-@dataclass(frozen=True)
-class ManifestRow:
-    sample_id: str
-    label: str
-    patient_key: str
-    source_name: str
-    content_hash: str
-    width: int
-    height: int
-    source_format: str
 
 
 @dataclass
@@ -205,21 +199,6 @@ def encode_png(pixels: np.ndarray) -> bytes:
     )
 
 
-def image_path(dataset_dir: Path, sample_id: str) -> Path:
-    """Where the canonical PNG of ``sample_id`` lives."""
-    return Path(dataset_dir) / "images" / f"{sample_id}.png"
-
-
-def load_manifest(dataset_dir: Path) -> list[ManifestRow]:
-    """Read ``manifest.jsonl`` of an ingested dataset."""
-    rows = []
-    with open(Path(dataset_dir) / "manifest.jsonl", encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                rows.append(ManifestRow(**json.loads(line)))
-    return rows
-
-
 # --------------------------------------------------------------------------- planning (cheap)
 
 
@@ -282,8 +261,8 @@ def _read_csv_text(zf: zipfile.ZipFile, entry: ArchiveEntry, limits: ArchiveLimi
         raise DatasetRejected(f"labels.csv is larger than {MAX_CSV_BYTES // 2**20} MiB")
     try:
         data = read_entry(zf, entry, limits)
-    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        raise DatasetRejected(f"labels.csv is damaged in the zip ({exc})") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        raise DatasetRejected(f"labels.csv is damaged or unreadable in the zip ({exc})") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -470,7 +449,7 @@ def ingest_archive(
         raise FileExistsError(f"{out_dir} already exists; dataset versions are immutable")
     plan = _plan(Path(zip_path), config)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    (tmp / "images").mkdir(parents=True)
+    tmp.mkdir(parents=True)
     try:
         report = _ingest_into(Path(zip_path), tmp, plan, config, progress)
         os.replace(tmp, out_dir)
@@ -521,6 +500,10 @@ def _ingest_into(
                 log.debug("damaged member: %s", type(exc).__name__)  # the message may name the file
                 report.rejected.append({"file": item.entry.name, "reason": "the file is damaged inside the zip"})
                 continue
+            except NotImplementedError:  # zipfile cannot read this member's compression (e.g. Deflate64)
+                reason = "the file is compressed with a method that cannot be read (use deflate or none)"
+                report.rejected.append({"file": item.entry.name, "reason": reason})
+                continue
             digest = hashlib.sha256(data).hexdigest()
             if digest in failed:
                 report.rejected.append({"file": item.entry.name, "reason": failed[digest]})
@@ -536,7 +519,7 @@ def _ingest_into(
                 continue
             del data
             sample_id = digest[:SAMPLE_ID_CHARS]
-            image_path(tmp, sample_id).write_bytes(encode_png(decoded.pixels))
+            write_image(tmp, sample_id, encode_png(decoded.pixels))
             pid = item.patient_id or decoded.patient_id
             # Without a patient id, each distinct image is its own patient.
             key = patient_key(config.patient_salt, pid or "content:" + digest)
@@ -590,7 +573,7 @@ def _record_repeat(
         {"file": item.entry.name, "other": first.row.source_name, "labels": sorted({first.label, item.label})}
     )
     conflicted[digest] = [first.row.source_name]
-    image_path(tmp, first.row.sample_id).unlink(missing_ok=True)
+    discard_image(tmp, first.row.sample_id)
     del kept[digest]
 
 
@@ -614,17 +597,13 @@ def _finish(report: IngestReport, kept: dict[str, _Kept], tmp: Path, config: Ing
             + (f" (rejected: {detail})" if detail else "")
         )
     _summarise_rejections(report, tmp)
-    with open(tmp / "manifest.jsonl", "w", encoding="utf-8") as fh:
-        for r in rows:
-            fh.write(json.dumps(asdict(r), sort_keys=True) + "\n")
-    (tmp / "report.json").write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True), encoding="utf-8")
+    write_manifest(tmp, rows)
+    write_report(tmp, report.to_dict())
 
 
 def _summarise_rejections(report: IngestReport, out: Path) -> None:
     """Every rejection to ``REJECTIONS_FILE``; the report keeps the first few, the total and counts by reason."""
-    with open(out / REJECTIONS_FILE, "w", encoding="utf-8") as fh:
-        for entry in report.rejected:
-            fh.write(json.dumps(entry, sort_keys=True) + "\n")
+    write_rejections(out, report.rejected)
     reasons = Counter(r["reason"] for r in report.rejected)
     top = dict(reasons.most_common(REPORT_REASONS_MAX))
     rest = sum(reasons.values()) - sum(top.values())
@@ -634,16 +613,3 @@ def _summarise_rejections(report: IngestReport, out: Path) -> None:
     report.duplicates_total, report.conflicts_total = len(report.duplicates), len(report.conflicts)
     report.duplicates = report.duplicates[:REPORT_REJECTED_MAX]
     report.conflicts = report.conflicts[:REPORT_REJECTED_MAX]
-
-
-def load_rejections(dataset_dir: Path, *, offset: int = 0, limit: int = 100) -> tuple[int, list[dict[str, str]]]:
-    """(total, rejections[offset:offset + limit]) of an ingested dataset, read from ``REJECTIONS_FILE``."""
-    total, page = 0, []
-    with open(Path(dataset_dir) / REJECTIONS_FILE, encoding="utf-8") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            if offset <= total < offset + limit:
-                page.append(json.loads(line))
-            total += 1
-    return total, page

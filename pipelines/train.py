@@ -28,12 +28,15 @@ from pipelines.training.evaluation import evaluate_predictions
 from pipelines.training.loop import TrainingRun, lr_at, weights_label
 from pipelines.training.report import write_report
 from pipelines.training.spec import TrainData, TrainingCancelled, TrainResult, TrainSpec, positive_class_index
+from pipelines.training.warm_start import InitState, load_init_state
 
 __all__ = [
+    "InitState",
     "TrainData",
     "TrainResult",
     "TrainSpec",
     "TrainingCancelled",
+    "load_init_state",
     "lr_at",
     "positive_class_index",
     "train_classifier",
@@ -55,37 +58,79 @@ def _library_versions() -> dict:
     }
 
 
+def _calibration_films(run: TrainingRun) -> tuple[torch.Tensor, np.ndarray, np.ndarray, dict]:
+    """(images, logits, labels, record) of the films temperature, threshold, conformal and OOD are fitted on.
+
+    A separate calibration split when the data has one, so the split that picked the best epoch (whose
+    scores are optimistic by that choice) fits nothing; else validation, and the record says so.
+    """
+    if run.data.calibration:
+        images = D.load_split(run.data.calibration, run.spec.image_size)
+        record = {
+            "calibration_split": "calibration",
+            "calibration_split_reason": "a calibration split held out of model selection (patient-level, from "
+            "validation)",
+        }
+        return images.images, run.logits_for(images.images).numpy(), images.labels.numpy(), record
+    record = {
+        "calibration_split": "shared with model selection",
+        "calibration_split_reason": "no calibration split (validation too small to divide): temperature, "
+        "threshold, conformal and OOD are fitted on the validation split that also picked the best epoch, so test "
+        "figures may fall short of them",
+    }
+    val = run.val_set
+    return val.images, run.logits_for(val.images, "val").numpy(), val.labels.numpy(), record
+
+
 def _calibrate(run: TrainingRun) -> dict:
-    """Temperature on validation logits (kept only when it helps), the threshold, val metrics and predictions."""
-    logits = run.logits_for(run.val_set.images, "val").numpy()
-    labels = run.val_set.labels.numpy()
-    calibration = C.calibrate(logits, labels)
+    """Temperature and threshold on the calibration films (kept only when they help), val metrics, predictions."""
+    images, logits, labels, record = _calibration_films(run)
+    calibration = {**C.calibrate(logits, labels), **record}
     temperature = float(calibration["temperature"])
     before, after = C.softmax(logits), C.softmax(logits, temperature)
+    if run.data.calibration:
+        val_logits, val_labels = run.logits_for(run.val_set.images, "val").numpy(), run.val_set.labels.numpy()
+    else:
+        val_logits, val_labels = logits, labels
     out: dict = {
         "calibration": calibration,
+        "images": images,
+        "split": "calibration" if run.data.calibration else "validation",
         "temperature": temperature,
         "threshold": None,
         "threshold_note": None,
         "probs_before": before,
         "probs_after": after,
         "labels": labels,
+        "val_probs": C.softmax(val_logits, temperature),
+        "val_labels": val_labels,
         "operating_point": {},
     }
     pos = run.positive
     if pos is not None:
-        target = run.spec.target_sensitivity
-        out["threshold"], out["threshold_note"] = C.threshold_for_sensitivity(after[:, pos], labels == pos, target)
-        out["operating_point"] = E.operating_point(
+        target, confidence = run.spec.target_sensitivity, run.spec.sensitivity_confidence
+        out["threshold"], out["threshold_note"] = C.threshold_for_sensitivity(
+            after[:, pos], labels == pos, target, confidence=confidence, split=out["split"]
+        )
+        op = E.operating_point(
             after[:, pos],
             labels == pos,
             out["threshold"],
-            rule=f"the highest threshold whose validation sensitivity is at least {target:g}",
+            rule=C.threshold_rule(target, confidence, split=out["split"]),
             note=out["threshold_note"],
         )
+        tp = int((after[:, pos][labels == pos] >= out["threshold"]).sum())
+        op.update(
+            split=out["split"],
+            rule_kind="lower_confidence_bound" if confidence > 0 else "point_estimate",
+            target_sensitivity=target,
+            sensitivity_confidence=confidence,
+            sensitivity_lower_bound=C.sensitivity_lower_bound(tp, op["n_pos"], confidence) if confidence else None,
+        )
+        out["operating_point"] = op
     out["val_metrics"] = evaluate_predictions(
-        after,
-        labels,
+        out["val_probs"],
+        val_labels,
         positive=pos,
         threshold=out["threshold"],
         resamples=run.spec.bootstrap_resamples,
@@ -95,17 +140,19 @@ def _calibrate(run: TrainingRun) -> dict:
 
 
 def _trust(run: TrainingRun, cal: dict) -> dict:
-    """Conformal sets, the OOD score and the heatmap reference, all fitted on training/validation films."""
+    """Conformal sets, the OOD score and the heatmap reference, fitted on training and calibration films."""
     names = list(run.data.class_names)
     out: dict = {"conformal": {}, "ood": {}, "explanation": {}}
     if len(cal["labels"]):
         out["conformal"] = conformal.fit(cal["probs_after"], cal["labels"])
+        out["conformal"]["calibration_split"] = cal["calibration"]["calibration_split"]
     train_features = run.penultimate_features(run.train_set.images, "train").numpy()
-    val_features = run.penultimate_features(run.val_set.images, "val").numpy()
-    out["ood"] = ood.fit(train_features, run.train_set.labels.numpy(), val_features)
+    split = None if run.data.calibration else "val"
+    cal_features = run.penultimate_features(cal["images"], split).numpy()
+    out["ood"] = ood.fit(train_features, run.train_set.labels.numpy(), cal_features)
     if len(cal["labels"]):
-        x = D.make_batch(run.val_set.images, mean=run.mean, std=run.std, g=None)
-        out["explanation"] = cam_reference(run.model, x, run.val_set.labels, names)
+        x = D.make_batch(cal["images"], mean=run.mean, std=run.std, g=None)
+        out["explanation"] = cam_reference(run.model, x, torch.as_tensor(cal["labels"]), names)
     return out
 
 
@@ -142,17 +189,38 @@ def _threshold_tables(run: TrainingRun, cal: dict, test_probs: np.ndarray, test_
         return {}
     thresholds = [*E.TABLE_THRESHOLDS, *([cal["threshold"]] if cal["threshold"] is not None else [])]
     return {
-        "validation": E.threshold_table(cal["probs_after"][:, pos], cal["labels"] == pos, thresholds),
-        "test": E.threshold_table(test_probs[:, pos], test_labels == pos, thresholds),
+        name: E.threshold_table(probs[:, pos], labels == pos, thresholds)
+        for name, (probs, labels) in _scored_splits(cal, test_probs, test_labels).items()
     }
 
 
-def _val_predictions(run: TrainingRun, cal: dict) -> dict:
-    """Validation predictions (calibrated) for a UI slider to recompute the operating point at any threshold."""
+def _scored_splits(cal: dict, test_probs: np.ndarray, test_labels: np.ndarray) -> dict[str, tuple]:
+    """(calibrated probabilities, labels) per split: calibration (when separate), validation, test."""
+    out = {"calibration": (cal["probs_after"], cal["labels"])} if cal["split"] == "calibration" else {}
+    return out | {"validation": (cal["val_probs"], cal["val_labels"]), "test": (test_probs, test_labels)}
+
+
+def _operating_point_move(run: TrainingRun, cal: dict, test_probs: np.ndarray, test_labels: np.ndarray) -> dict:
+    """The operating point on the split it was chosen on, on validation and on test, with deltas."""
     pos = run.positive
-    out: dict = {"labels": cal["labels"].tolist(), "probs": np.round(cal["probs_after"], 6).tolist()}
+    if pos is None or cal["threshold"] is None:
+        return {}
+    splits = {k: (p[:, pos], y == pos) for k, (p, y) in _scored_splits(cal, test_probs, test_labels).items()}
+    move = E.operating_point_move(cal["threshold"], splits, chosen_on=cal["split"])
+    op = cal["operating_point"]
+    return move | {"rule": op.get("rule"), "rule_kind": op.get("rule_kind"), "note": op.get("note")}
+
+
+def _val_predictions(run: TrainingRun, cal: dict) -> dict:
+    """Predictions (calibrated) on the threshold's split, for a UI slider to recompute the operating point."""
+    pos = run.positive
+    out: dict = {
+        "split": cal["split"],
+        "labels": cal["labels"].tolist(),
+        "probs": cal["probs_after"].tolist(),  # unrounded: the threshold is one of these scores
+    }
     if pos is not None:
-        out["p_pos"] = np.round(cal["probs_after"][:, pos], 6).tolist()
+        out["p_pos"] = cal["probs_after"][:, pos].tolist()
         out["is_pos"] = (cal["labels"] == pos).tolist()
     return out
 
@@ -163,7 +231,7 @@ def _fitness(run: TrainingRun, cal: dict) -> dict:
     calibration = cal["calibration"]
     losses.append(calibration.get("nll_fitted") or calibration.get("nll_after"))
     return fitness.assess(
-        cal["probs_after"], cal["labels"], auroc=vm.get("auroc"), auroc_ci95=vm.get("auroc_ci95"), val_losses=losses
+        cal["val_probs"], cal["val_labels"], auroc=vm.get("auroc"), auroc_ci95=vm.get("auroc_ci95"), val_losses=losses
     )
 
 
@@ -184,7 +252,7 @@ def _write_report(
     roc = {}
     if pos is not None:
         roc = {
-            "validation": (cal["probs_after"][:, pos], cal["labels"] == pos, cal["val_metrics"].get("auroc_ci95")),
+            "validation": (cal["val_probs"][:, pos], cal["val_labels"] == pos, cal["val_metrics"].get("auroc_ci95")),
             "test": (test_probs[:, pos], test_labels == pos, test_metrics.get("auroc_ci95")),
         }
     cm_labels = (
@@ -206,6 +274,7 @@ def _write_report(
             "after": C.reliability_bins(cal["probs_after"], cal["labels"], bins=calibration["bins"]),
         },
         "operating_point": cal["operating_point"],
+        "operating_point_move": cal["move"],
         "threshold_table": _threshold_tables(run, cal, test_probs, test_labels),
         "val_metrics": cal["val_metrics"],
         "test_metrics": test_metrics,
@@ -213,7 +282,12 @@ def _write_report(
         "ood": _public_ood(trust["ood"]),
         "explanation": trust["explanation"],
         "val_predictions": _val_predictions(run, cal),
-        "split_sizes": {"train": len(run.data.train), "val": len(run.data.val), "test": len(run.data.test)},
+        "split_sizes": {
+            "train": len(run.data.train),
+            "val": len(run.data.val),
+            "calibration": len(run.data.calibration),
+            "test": len(run.data.test),
+        },
         **extra,
     }
     return write_report(
@@ -222,9 +296,24 @@ def _write_report(
         history=run.history,
         roc=roc,
         operating_point=cal["operating_point"],
+        move=cal["move"],
         calibration=(cal["probs_before"], cal["probs_after"], cal["labels"], calibration),
         confusion=(test_metrics["confusion_matrix"], cm_labels),
     )
+
+
+def check_warm_start(spec: TrainSpec, weights: WeightsSource, init_state: InitState | None) -> None:
+    """One source of initial weights, and a warm start only into its own architecture."""
+    if init_state is None:
+        return
+    if weights != "none":
+        raise ValueError(
+            f"give either weights ({weights_label(weights)}) or a warm start ({init_state.label}), not both"
+        )
+    if init_state.backbone != spec.backbone:
+        raise ValueError(
+            f"the warm start {init_state.label} is a {init_state.backbone}; the spec asks for {spec.backbone}"
+        )
 
 
 def train_classifier(
@@ -237,6 +326,7 @@ def train_classifier(
     should_stop: Callable[[], bool] = lambda: False,
     extra_metadata: dict | None = None,
     max_side: int | None = None,
+    init_state: InitState | None = None,
 ) -> TrainResult:
     """Train, calibrate, pick the threshold, fit conformal sets and the OOD score, test once, report, and
     write ``out_dir/model.pt``.
@@ -245,16 +335,20 @@ def train_classifier(
     the artifact's ``preprocessing``; default the legacy 512).
     Resumes from ``out_dir/checkpoints/last.pt`` when it matches this spec, data and weights.
     Raises ``TrainingCancelled`` when ``should_stop()`` turns true (the last epoch checkpoint is kept).
+    ``init_state`` warm-starts from a registered version (``weights`` must then be "none").
     """
     out_dir = Path(out_dir)
-    label = weights_label(weights)
+    check_warm_start(spec, weights, init_state)
+    label = init_state.label if init_state else weights_label(weights)
     pretrained = label != "none"
     if not pretrained:
         _logger.warning(
             "training %s from random weights (weights: none): expect far lower accuracy than a pretrained start",
             spec.backbone,
         )
-    run = TrainingRun(spec, data, out_dir, weights=weights, on_progress=on_progress, should_stop=should_stop)
+    run = TrainingRun(
+        spec, data, out_dir, weights=weights, on_progress=on_progress, should_stop=should_stop, init_state=init_state
+    )
     run.build_data()
     run.build_model()
     run.build_loss()
@@ -268,6 +362,7 @@ def train_classifier(
     run.emit("testing")
     test = _test(run, cal, trust)
     test_metrics = test[0]
+    cal["move"] = _operating_point_move(run, cal, test[1], test[2])
     fit = _fitness(run, cal)
     if not fit["fit_for_use"]:
         _logger.warning("model is not fit for use: %s", "; ".join(fit["reasons"]))
@@ -281,9 +376,11 @@ def train_classifier(
         "device": str(run.device),
         "best_epoch": run.best_epoch,
         "extra_metadata": extra_metadata or {},
+        "warm_start": init_state.record() if init_state else None,
     }
     warnings = [] if pretrained else ["trained from random weights (weights: none), not from pretrained weights"]
     extra = {"pretrained": pretrained, "weights": label, "fitness": fit, "warnings": warnings, "metadata": metadata}
+    extra["warm_start"] = init_state.description if init_state else None
     report_path = _write_report(run, cal, trust, test, extra)
     pos = run.positive
     preprocessing = {
@@ -306,7 +403,7 @@ def train_classifier(
         temperature=cal["temperature"],
         positive_class=None if pos is None else data.class_names[pos],
         threshold=cal["threshold"],
-        operating_point=cal["operating_point"],
+        operating_point={**cal["operating_point"], "test_move": cal["move"]} if cal["operating_point"] else {},
         metrics={"val": cal["val_metrics"], "test": test_metrics},
         metadata=metadata,
         preprocessing=preprocessing,

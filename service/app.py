@@ -27,7 +27,7 @@ from service.guard import RequestGuard
 from service.metrics import RequestMiddleware, app_registry
 from service.model_cache import ModelCache
 from service.ratelimit import RateLimiter, RateLimitMiddleware
-from service.routes import audit, datasets, docs, health, jobs, keys, models, predictions, preview, weights
+from service.routes import audit, datasets, docs, health, jobs, keys, models, predictions, preview, sweeps, weights
 from service.schemas.common import ERROR_RESPONSES
 from service.web import routes as web_routes
 
@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)  # every error body is {"detail": str} (service/schemas/common.py)
 
     app.include_router(health.router)
-    for module in (keys, audit, datasets, jobs, models, predictions, weights):
+    for module in (keys, audit, datasets, jobs, sweeps, models, predictions, weights):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     docs.install(app)  # /docs and /redoc from assets in the package: they work offline
     # the web app (issue 10): its film preview, sign-in, pages, assets

@@ -19,7 +19,6 @@ headers and small fields), anything else ``HILUM_MAX_JSON_BYTES``.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 import anyio.to_thread
 from starlette.datastructures import Headers
@@ -38,32 +37,31 @@ MISSING_KEY = "missing API key: send 'Authorization: Bearer <key>'"
 INVALID_KEY = "invalid or revoked API key"
 UNAUTHORIZED_HEADERS = {"WWW-Authenticate": "Bearer"}
 
-_CAPS: list[tuple[re.Pattern[str], Callable[[Settings], int]]] = [
-    (re.compile(r"^/v1/datasets/?$"), lambda s: s.max_upload_bytes + FORM_SLACK),
-    (re.compile(r"^/v1/weights/?$"), lambda s: s.max_upload_bytes + FORM_SLACK),
-    (re.compile(r"^/v1/models/[^/]+/predict/?$"), lambda s: s.max_image_bytes + FORM_SLACK),
-    (re.compile(r"^/v1/models/[^/]+/predict/batch/?$"), lambda s: s.max_batch_bytes),
-    (re.compile(r"^/v1/preview/?$"), lambda s: s.max_image_bytes + FORM_SLACK),  # the web app's film preview
+# (path, the setting that caps its body, slack added for multipart headers and small fields)
+_CAPS: list[tuple[re.Pattern[str], str, int]] = [
+    (re.compile(r"^/v1/datasets/?$"), "max_upload_bytes", FORM_SLACK),
+    (re.compile(r"^/v1/weights/?$"), "max_upload_bytes", FORM_SLACK),
+    (re.compile(r"^/v1/models/import/?$"), "max_upload_bytes", FORM_SLACK),
+    (re.compile(r"^/v1/models/[^/]+/predict/?$"), "max_image_bytes", FORM_SLACK),
+    (re.compile(r"^/v1/models/[^/]+/predict/batch/?$"), "max_batch_bytes", 0),
+    (re.compile(r"^/v1/preview/?$"), "max_image_bytes", FORM_SLACK),  # the web app's film preview
 ]
 
 
 class BodyTooLarge(HTTPException):
     """Raised from ``receive`` when a streamed body passes its cap; FastAPI re-raises HTTPExceptions."""
 
-    def __init__(self, cap: int) -> None:
-        super().__init__(413, too_large_message(cap))
+    def __init__(self, message: str) -> None:
+        super().__init__(413, message)
 
 
-def too_large_message(cap: int) -> str:
-    return f"request body is larger than the limit of {cap:,} bytes for this route"
-
-
-def body_cap(settings: Settings, path: str) -> int:
-    """The most bytes a request body to ``path`` may have."""
-    for pattern, cap in _CAPS:
-        if pattern.match(path):
-            return cap(settings)
-    return settings.max_json_bytes
+def body_cap(settings: Settings, path: str) -> tuple[int, str]:
+    """The most bytes a request body to ``path`` may have, and the 413 detail naming the setting behind it."""
+    field, slack = next(((f, s) for p, f, s in _CAPS if p.match(path)), ("max_json_bytes", 0))
+    limit = int(getattr(settings, field))
+    setting = f"HILUM_{field.upper()} = {limit:,} bytes" + (f" plus {slack:,} for the form" if slack else "")
+    cap = limit + slack
+    return cap, f"request body is larger than the limit of {cap:,} bytes for this route ({setting})"
 
 
 def bearer_token(headers: Headers) -> str | None:
@@ -103,12 +101,12 @@ class RequestGuard:
                 code, problem, extra = refusal
                 await JSONResponse({"detail": problem}, code, headers=extra)(scope, receive, send)
                 return
-        cap = body_cap(self.settings, path)
+        cap, too_large = body_cap(self.settings, path)
         length = headers.get("content-length", "").strip()
         if length.isdigit() and int(length) > cap:
-            await JSONResponse({"detail": too_large_message(cap)}, 413)(scope, receive, send)
+            await JSONResponse({"detail": too_large}, 413)(scope, receive, send)
             return
-        await self._capped(scope, receive, send, cap)
+        await self._capped(scope, receive, send, cap, too_large)
 
     async def _refusal(self, method: str, headers: Headers) -> tuple[int, str, dict[str, str] | None] | None:
         """None when the request may go on, else (status, detail, headers): the rules of service.deps."""
@@ -132,7 +130,7 @@ class RequestGuard:
             key, code, problem = principal_from_cookie(session, method=method, cookies=cookies, headers=headers)
         return None if key is not None else (code, problem, None)
 
-    async def _capped(self, scope: Scope, receive: Receive, send: Send, cap: int) -> None:
+    async def _capped(self, scope: Scope, receive: Receive, send: Send, cap: int, too_large: str) -> None:
         received = 0
         started = False
 
@@ -142,7 +140,7 @@ class RequestGuard:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > cap:
-                    raise BodyTooLarge(cap)
+                    raise BodyTooLarge(too_large)
             return message
 
         async def tracking_send(message: Message) -> None:

@@ -39,6 +39,7 @@ ROUTE_CLASSES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("POST", re.compile(r"^/v1/models/[^/]+/predict(/batch)?/?$"), "predictions"),
     ("POST", re.compile(r"^/v1/datasets/?$"), "uploads"),
     ("POST", re.compile(r"^/v1/weights/?$"), "uploads"),
+    ("POST", re.compile(r"^/v1/models/import/?$"), "uploads"),
     ("POST", re.compile(r"^/v1/jobs/?$"), "jobs"),
 )
 

@@ -42,6 +42,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.fixture(scope="session", autouse=True)
+def repository_stays_clean() -> Iterator[None]:
+    """No test may write the default data dir (``./var``) into the repository: tests use tmp dirs."""
+    existed = (REPO / "var").exists()
+    yield
+    assert existed or not (REPO / "var").exists(), "a test created var/ in the repository: give it a tmp data dir"
+
+
 @pytest.fixture(scope="session")
 def redis_available() -> None:
     try:

@@ -16,18 +16,26 @@ import psutil
 import pytest
 import redis
 
-from tests.conftest import REPO, free_port, kill_stack, start_hilum_run, wait_healthy
+from tests.conftest import REDIS_HOST, free_port, kill_stack, start_hilum_run, wait_healthy
 
 pytestmark = pytest.mark.e2e
+LAUNCHER_REDIS_DB = 10  # ours alone (tests/test_queue.py uses 15); we delete only our prefix's keys
 
 
 def test_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HILUM_") and k != "REDIS_URL"}
     env.update(HILUM_DATA_DIR=str(tmp_path / "var"), HILUM_PORT=str(port), HILUM_BOOTSTRAP_ADMIN_KEY="hk_launch")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hilum.cli", "run"], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    log = tmp_path / "run.log"
+    with log.open("ab") as out:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hilum.cli", "run"],
+            env=env,
+            cwd=tmp_path,  # nothing may land in the repository
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # so kill_stack can clean up after a failure
+        )
     try:
         deadline = time.monotonic() + 90
         health = None
@@ -44,16 +52,18 @@ def test_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
         r = httpx.get(f"http://127.0.0.1:{port}/v1/keys", headers={"Authorization": "Bearer hk_launch"})
         assert r.status_code == 200
         # Wait for the worker to be ready, so its shutdown path is the real one.
-        time.sleep(3)
+        deadline = time.monotonic() + 90
+        while " ready." not in log.read_text(errors="replace"):
+            assert time.monotonic() < deadline and proc.poll() is None, "the worker never became ready"
+            time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0
         gone, alive = psutil.wait_procs(children, timeout=30)
         assert alive == []
     finally:
         if proc.poll() is None:
-            proc.kill()
-        out = proc.stdout.read().decode() if proc.stdout else ""
-    assert "Ctrl-C" in out
+            kill_stack(proc)
+    assert "Ctrl-C" in log.read_text()
     assert (tmp_path / "var" / "hilum.db").exists()
 
 
@@ -73,7 +83,7 @@ def test_worker_only_host_joins_the_shared_redis(tmp_path: Path) -> None:
     from hilum.queue import make_celery
     from hilum.settings import Settings
 
-    url = "redis://127.0.0.1:6379/15"
+    url = f"{REDIS_HOST}/{LAUNCHER_REDIS_DB}"
     prefix = f"hilum-launcher-{secrets.token_hex(4)}:"  # our own keys: other tests share this Redis
     env = {k: v for k, v in os.environ.items() if not k.startswith("HILUM_")}
     env.update(

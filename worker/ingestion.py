@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 import socket
 
 from hilum.configs import ingest_config
-from hilum.db import session_scope
-from hilum.jobstate import Claim, Heartbeat, claim_dataset
+from hilum.datasetstate import Claim, claim_dataset, dataset_heartbeat, mark_failed, mark_ready
 from hilum.settings import Settings
 from hilum.storage import Storage
-from hilum.tables import Dataset
 from pipelines.archive import ArchiveRejected
+from pipelines.dataset import load_report
 from pipelines.imaging import ImageRejected
 from pipelines.ingest import DatasetRejected, ingest_archive
 
@@ -43,7 +41,7 @@ def run_ingestion(settings: Settings, dataset_id: str, *, worker: str = "") -> s
         if claim == Claim.DONE:
             release_upload(settings, storage, dataset_id)
         return claim
-    with Heartbeat(url, dataset_id, every_s=settings.job_lease_s / 4, table=Dataset, worker=me):
+    with dataset_heartbeat(url, dataset_id, every_s=settings.job_lease_s / 4, worker=me):
         _ingest(settings, storage, dataset_id)
     release_upload(settings, storage, dataset_id)
     return Claim.DONE
@@ -53,31 +51,24 @@ def _ingest(settings: Settings, storage: Storage, dataset_id: str) -> None:
     url = settings.resolved_database_url
     out_dir = storage.dataset_dir(dataset_id)
     if out_dir.exists():  # a previous attempt finished writing but died before recording it
-        report = json.loads((out_dir / "report.json").read_text())
+        report = load_report(out_dir)
     else:
         for stale in out_dir.parent.glob(f".{dataset_id}.tmp-*"):  # left by a worker killed mid-ingestion
             shutil.rmtree(stale, ignore_errors=True)
         upload = storage.upload_path(dataset_id)
         if not upload.exists():
-            _record_failure(url, dataset_id, "the uploaded archive is gone; upload the dataset again")
+            mark_failed(url, dataset_id, "the uploaded archive is gone; upload the dataset again")
             return
         try:
             report = ingest_archive(upload, out_dir, ingest_config(settings)).to_dict()
         except (ArchiveRejected, DatasetRejected, ImageRejected) as exc:
-            _record_failure(url, dataset_id, str(exc))
+            mark_failed(url, dataset_id, str(exc))
             return
         except Exception as exc:
             log.exception("dataset %s: ingestion crashed", dataset_id)
-            _record_failure(url, dataset_id, f"ingestion failed: {type(exc).__name__}: {exc}")
+            mark_failed(url, dataset_id, f"ingestion failed: {type(exc).__name__}: {exc}")
             return
-    with session_scope(url) as session:
-        dataset = session.get(Dataset, dataset_id)
-        assert dataset is not None
-        dataset.status = "ready"
-        dataset.report = report
-        dataset.classes = list(report["classes"])
-        dataset.class_counts = dict(report["class_counts"])
-        dataset.image_count = int(report["accepted"])
+    mark_ready(url, dataset_id, report)
     log.info("dataset %s: ready, %d images", dataset_id, report["accepted"])
 
 
@@ -86,11 +77,3 @@ def release_upload(settings: Settings, storage: Storage, dataset_id: str) -> Non
     if settings.upload_retention_hours > 0:
         return  # hilum/recovery.py sweep_uploads deletes it once the period has passed
     storage.upload_path(dataset_id).unlink(missing_ok=True)
-
-
-def _record_failure(url: str, dataset_id: str, message: str) -> None:
-    with session_scope(url) as session:
-        dataset = session.get(Dataset, dataset_id)
-        if dataset is not None:
-            dataset.status = "failed"
-            dataset.error = message

@@ -168,13 +168,53 @@ def _collapsed(probs: np.ndarray) -> bool:
     return probs.shape[1] == 2 and bool(probs.max(axis=1).max() < 0.5 + COLLAPSE_BAND)
 
 
-def threshold_for_sensitivity(p_pos: np.ndarray, is_pos: np.ndarray, target: float) -> tuple[float, str | None]:
+def sensitivity_lower_bound(k: int, n: int, confidence: float) -> float:
+    """One-sided Clopper-Pearson lower bound on a sensitivity of k caught out of n positives.
+
+    Clopper-Pearson rather than Wilson: it is exact (never below its nominal level, whatever n), and near
+    sensitivity 1 with a few dozen positives (the case that matters) Wilson's bound runs optimistic.
+    """
+    from scipy.stats import beta
+
+    if n <= 0 or k <= 0:
+        return 0.0
+    return float(beta.ppf(1.0 - confidence, k, n - k + 1))
+
+
+def threshold_rule(target: float, confidence: float, *, split: str = "validation") -> str:
+    """The threshold rule in words, as the operating point records it."""
+    if confidence <= 0:
+        return f"the highest threshold whose {split} sensitivity is at least {target:g} (point estimate)"
+    return (
+        f"the highest threshold whose one-sided {confidence:.0%} Clopper-Pearson lower bound on {split} "
+        f"sensitivity is at least {target:g}"
+    )
+
+
+def threshold_for_sensitivity(
+    p_pos: np.ndarray, is_pos: np.ndarray, target: float, *, confidence: float = 0.0, split: str = "validation"
+) -> tuple[float, str | None]:
     """The highest threshold whose sensitivity (p >= t among positives) is >= ``target``.
 
-    Returns (threshold, note); with no positives in validation it falls back to 0.5 and says so.
+    With ``confidence`` > 0 the sensitivity's one-sided lower bound at that level must reach ``target``
+    (``sensitivity_lower_bound``), so a threshold picked on few positives keeps its sensitivity on new films.
+    When no threshold can (too few positives: at 0.95 / 0.95 it takes 59), it falls back to the lowest
+    positive score, which maximises the bound, and says so. Returns (threshold, note); with no positives in
+    validation it falls back to 0.5 and says so.
     """
     pos_scores = np.sort(p_pos[is_pos.astype(bool)])[::-1]
-    if pos_scores.size == 0:
-        return 0.5, "no positive cases in validation: threshold 0.5 (target sensitivity not verifiable)"
-    k = max(1, math.ceil(target * pos_scores.size - 1e-9))
-    return float(pos_scores[k - 1]), None
+    n = int(pos_scores.size)
+    if n == 0:
+        return 0.5, f"no positive cases in {split}: threshold 0.5 (target sensitivity not verifiable)"
+    if confidence <= 0:
+        k = max(1, math.ceil(target * n - 1e-9))
+        return float(pos_scores[k - 1]), None
+    for k in range(max(1, math.ceil(target * n - 1e-9)), n + 1):
+        if sensitivity_lower_bound(k, n, confidence) >= target - 1e-12:
+            return float(pos_scores[k - 1]), None
+    best = sensitivity_lower_bound(n, n, confidence)
+    return float(pos_scores[-1]), (
+        f"{n} {split} positives cannot show sensitivity >= {target:g} at {confidence:.0%} confidence (even "
+        f"catching all of them bounds it at {best:.3f}): threshold set to the lowest positive score, which "
+        "maximises the bound"
+    )

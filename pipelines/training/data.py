@@ -105,8 +105,94 @@ def augment(u8: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return ((x - mean) * contrast + mean + brightness).clamp_(0.0, 1.0)
 
 
-def make_batch(u8: torch.Tensor, *, mean: float, std: float, g: torch.Generator | None) -> torch.Tensor:
-    """Model input (B, 1, S, S): augmented when a generator is given, else exactly ``to_model_input``."""
-    if g is None:
+def _uniform(g: torch.Generator, lo: float, hi: float, *shape: int) -> torch.Tensor:
+    return lo + torch.rand(*shape, generator=g) * (hi - lo)
+
+
+def _affine(
+    x: torch.Tensor, g: torch.Generator, *, degrees: float, scale: tuple[float, float], shift: float
+) -> torch.Tensor:
+    b = x.shape[0]
+    angle = _uniform(g, -1.0, 1.0, b) * math.radians(degrees)
+    s = _uniform(g, *scale, b)
+    t = _uniform(g, -shift, shift, b, 2)
+    cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
+    theta = torch.stack([torch.stack([cos, -sin, t[:, 0]], 1), torch.stack([sin, cos, t[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur with one sigma (pixels) per image; sigma 0 leaves an image unchanged."""
+    b, _, _, size = x.shape
+    radius = max(1, math.ceil(3 * float(sigma.max())))
+    r = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-(r[None] ** 2) / (2 * sigma[:, None].clamp_min(1e-3) ** 2))
+    k = (k / k.sum(1, keepdim=True)).to(x.device)
+    y = F.pad(x.transpose(0, 1), (radius, radius, radius, radius), mode="replicate")  # (1, B, S, S): groups=B
+    y = F.conv2d(y, k[:, None, :, None], groups=b)
+    y = F.conv2d(y, k[:, None, None, :], groups=b)
+    return y.transpose(0, 1)
+
+
+def _collimation(x: torch.Tensor, g: torch.Generator, *, p_edge: float, max_width: float) -> torch.Tensor:
+    """Black or white bands (collimator shutters, burnt-out edges) of up to ``max_width`` on random edges."""
+    b, _, h, w = x.shape
+    widths = torch.where(torch.rand(b, 4, generator=g) < p_edge, _uniform(g, 0.02, max_width, b, 4), 0.0)
+    value = (torch.rand(b, generator=g) < 0.5).float().to(x.device)[:, None, None, None]
+    px = (widths * torch.tensor([h, h, w, w])).round().long().to(x.device)  # top, bottom, left, right
+    rows = torch.arange(h, device=x.device)[None, :, None]
+    cols = torch.arange(w, device=x.device)[None, None, :]
+    band = (
+        (rows < px[:, 0, None, None])
+        | (rows >= h - px[:, 1, None, None])
+        | (cols < px[:, 2, None, None])
+        | (cols >= w - px[:, 3, None, None])
+    )
+    return torch.where(band[:, None], value, x)
+
+
+def scanner_augment(u8: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Another scanner's look (and patient) on a uint8 batch (B, S, S) -> float (B, 1, S, S) in [0, 1].
+
+    Geometry: rotation +-10 deg, scale 0.8-1.15 (smaller or larger patients), shifts 6%. Then the exposure and
+    detector: a heel-effect ramp, a window/level shift and gamma curve (another look-up table), Gaussian blur
+    (another MTF), down-up sampling (another pixel pitch), noise whose grain is 1-3 pixels, and collimation bands
+    of 2-12% in black or white on random edges. No flips. Every random draw comes from the CPU generator ``g``,
+    as in ``augment``, so a resumed or moved job sees the same films.
+    """
+    b, size = u8.shape[0], u8.shape[-1]
+    x = _affine(u8[:, None].to(torch.float32) / 255.0, g, degrees=10.0, scale=(0.8, 1.15), shift=0.06)
+    dev = x.device
+
+    def per_image(v: torch.Tensor) -> torch.Tensor:
+        return v.to(dev)[:, None, None, None]
+
+    ramp = torch.linspace(-0.5, 0.5, size, device=dev)
+    angle = _uniform(g, 0.0, 2 * math.pi, b)
+    heel = per_image(torch.cos(angle)) * ramp[None, None, :, None] + per_image(torch.sin(angle)) * ramp[None, None]
+    x = x + per_image(_uniform(g, 0.0, 0.15, b)) * heel
+    lo, hi = _uniform(g, -0.08, 0.12, b), _uniform(g, 0.8, 1.1, b)
+    gamma = torch.exp(_uniform(g, math.log(0.7), math.log(1.5), b))
+    x = ((x - per_image(lo)) / per_image(hi - lo)).clamp(0.0, 1.0) ** per_image(gamma)
+    sigma = torch.where(torch.rand(b, generator=g) < 0.5, _uniform(g, 0.3, 1.2, b), 0.0) * size / 128
+    x = _blur(x, sigma)
+    factor = float(_uniform(g, 0.3, 0.75, 1))  # one pitch per batch, applied to a random half of it
+    low = max(8, round(size * factor))
+    coarse = F.interpolate(F.interpolate(x, size=low, mode="area"), size=size, mode="bilinear", align_corners=False)
+    x = torch.where(per_image(torch.rand(b, generator=g) < 0.5), coarse, x)
+    grain = int(torch.randint(1, 4, (1,), generator=g))
+    noise = torch.randn(b, 1, max(1, size // grain), max(1, size // grain), generator=g)
+    noise = F.interpolate(noise, size=size, mode="bilinear", align_corners=False) if grain > 1 else noise
+    x = x + noise.to(dev) * per_image(_uniform(g, 0.0, 0.06, b))
+    return _collimation(x.clamp(0.0, 1.0), g, p_edge=0.3, max_width=0.12)
+
+
+def make_batch(
+    u8: torch.Tensor, *, mean: float, std: float, g: torch.Generator | None, policy: str = "basic"
+) -> torch.Tensor:
+    """Model input (B, 1, S, S): augmented by ``policy`` when a generator is given, else exactly ``to_model_input``."""
+    if g is None or policy == "none":
         return normalise(u8[:, None], mean=mean, std=std)
-    return (augment(u8, g) - mean) / std
+    x = scanner_augment(u8, g) if policy == "scanner" else augment(u8, g)
+    return (x - mean) / std

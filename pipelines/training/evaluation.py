@@ -163,3 +163,33 @@ def threshold_table(p_pos: np.ndarray, is_pos: np.ndarray, thresholds: tuple[flo
             }
         )
     return rows
+
+
+def operating_point_move(threshold: float, splits: dict[str, tuple[np.ndarray, np.ndarray]], *, chosen_on: str) -> dict:
+    """How sensitivity and specificity at ``threshold`` move from the split it was chosen on to each other split.
+
+    ``splits`` maps a split name to (positive-class probabilities, is positive). Each split gets its figures
+    with Wilson 95% intervals; ``delta`` is (split - ``chosen_on``) for every other split, e.g. test.
+    """
+    figures: dict[str, dict] = {}
+    for name, (p_pos, is_pos) in splits.items():
+        m = binary_metrics(np.asarray(p_pos), np.asarray(is_pos), threshold)
+        (tn, fp), (fn, tp) = m["confusion_matrix"]
+        figures[name] = {
+            "sensitivity": m["sensitivity"],
+            "sensitivity_ci95": wilson_interval(tp, tp + fn),
+            "specificity": m["specificity"],
+            "specificity_ci95": wilson_interval(tn, tn + fp),
+            "n_pos": tp + fn,
+            "n_neg": tn + fp,
+        }
+    ref = figures.get(chosen_on, {})
+    delta: dict[str, dict] = {}
+    for name, f in figures.items():
+        if name == chosen_on:
+            continue
+        delta[name] = {
+            k: None if f[k] is None or ref.get(k) is None else float(f[k] - ref[k])
+            for k in ("sensitivity", "specificity")
+        }
+    return {"threshold": float(threshold), "chosen_on": chosen_on, "splits": figures, "delta": delta}

@@ -22,11 +22,13 @@ from pipelines.training import data as D
 from pipelines.training import strategies as S
 from pipelines.training.evaluation import auroc
 from pipelines.training.spec import TrainData, TrainingCancelled, TrainSpec, positive_class_index
+from pipelines.training.warm_start import InitState, apply_init_state
 
 _logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "hilum.checkpoint/1"
 EVAL_BATCH = 64
+MIN_DELTA = 1e-3  # smallest change of validation AUROC or loss that counts as a change
 
 
 def lr_at(step: int, *, base_lr: float, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.01) -> float:
@@ -53,6 +55,27 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     if precision == "fp16" or (precision == "auto" and not torch.cuda.is_bf16_supported()):
         return torch.float16
     return torch.bfloat16
+
+
+def selection_step(
+    metric: str, score: float | None, loss: float | None, best: float | None, best_loss: float | None
+) -> tuple[bool, bool]:
+    """(keep these weights as the best, reset the early-stopping clock) for one validated epoch.
+
+    ``auroc``: the higher metric wins; a tie (a small validation split often sits at AUROC 1.0 from epoch 1)
+    goes to a validation loss lower by more than ``MIN_DELTA`` but does not reset the clock, so patience runs
+    out while AUROC is saturated even if the model still improves.
+    ``auroc_loss``: an epoch improves when its metric is higher by more than ``MIN_DELTA``, or no lower by
+    more than that and its loss lower by more than that: both keep the weights and reset the clock, so training
+    stops when neither ranking nor confidence on validation films improves any more.
+    """
+    if score is None or best is None:
+        return True, True
+    lower_loss = loss is not None and best_loss is not None and loss < best_loss - MIN_DELTA
+    if metric == "auroc":
+        return score > best or (score == best and lower_loss), score > best
+    improved = score > best + MIN_DELTA or (score >= best - MIN_DELTA and lower_loss)
+    return improved, improved
 
 
 def weights_label(weights: WeightsSource) -> str:
@@ -87,15 +110,18 @@ class TrainingRun:
         weights: WeightsSource,
         on_progress: Callable[[dict], None],
         should_stop: Callable[[], bool],
+        init_state: InitState | None = None,
     ) -> None:
         self.spec, self.data, self.out_dir = spec, data, Path(out_dir)
         self.weights, self.on_progress, self.should_stop = weights, on_progress, should_stop
+        self.init_state = init_state
         self.device = resolve_device(spec.device)
         self.num_classes = len(data.class_names)
         self.positive = positive_class_index(data.class_names)
         self.ckpt_path = self.out_dir / "checkpoints" / "last.pt"
         self.fingerprint = D.data_fingerprint(
-            data.class_names, {"train": data.train, "val": data.val, "test": data.test}
+            data.class_names,
+            {"train": data.train, "val": data.val, "test": data.test, "calibration": data.calibration},
         )
         self.history: list[dict] = []
         self.epoch = 0  # epochs completed
@@ -106,6 +132,7 @@ class TrainingRun:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.bad_epochs = 0
         self.stopped_early = False
+        self.ema: dict[str, torch.Tensor] | None = None  # moving average of the parameters (ema_decay)
         self.features: dict[str, torch.Tensor] = {}
         self.timings: dict[str, float] = {}
 
@@ -148,6 +175,9 @@ class TrainingRun:
         torch.manual_seed(self.spec.seed)
         self.model = create_backbone(self.spec.backbone, weights=self.weights, num_classes=self.num_classes)
         self.mean, self.std = grayscale_norm(getattr(self.model, "pretrained_cfg", {}))
+        if self.init_state is not None:  # warm start: the source's weights, and the inputs they were trained on
+            apply_init_state(self.model, self.init_state, list(self.data.class_names))
+            self.mean, self.std = self.init_state.mean, self.init_state.std
         self.model.to(self.device)
         if self.device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
@@ -155,12 +185,33 @@ class TrainingRun:
             # first step and gained nothing after it (66 ms per step either way).
             torch.cuda.reset_peak_memory_stats(self.device)
         self.groups = S.layer_groups(self.model)
+        if self.spec.ema_decay is not None:
+            self.ema = S.ema_init(self.model)
 
     def build_loss(self) -> None:
         weight = None
         if self.spec.class_balance == "weighted_loss":
             weight = D.class_weights(self.train_set.labels, self.num_classes).to(self.device)
         self.class_weight = weight
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Training loss: (class-weighted) cross-entropy with the spec's label smoothing."""
+        return F.cross_entropy(logits.float(), y, weight=self.class_weight, label_smoothing=self.spec.label_smoothing)
+
+    @contextlib.contextmanager
+    def evaluated_weights(self) -> Iterator[None]:
+        """The weights that are validated and kept: the moving average when there is one, else the raw ones.
+
+        Only parameters are swapped: BatchNorm statistics are the raw model's (they already are an average).
+        """
+        if self.ema is None:
+            yield
+            return
+        raw = S.swap_parameters(self.model, self.ema)
+        try:
+            yield
+        finally:
+            S.swap_parameters(self.model, raw)
 
     def build_optimizer(self) -> None:
         s = self.spec
@@ -220,9 +271,9 @@ class TrainingRun:
     def forward(self, idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         if self.uses_feature_cache:
             return classifier_of(self.model)(self.features["train"][idx])
-        augment = self.spec.augment and self.spec.strategy != "frozen"
+        augment = self.spec.augment != "none" and self.spec.strategy != "frozen"
         u8 = self.train_set.images[idx.to(self.train_set.images.device)].to(self.device, non_blocking=True)
-        x = D.make_batch(u8, mean=self.mean, std=self.std, g=g if augment else None)
+        x = D.make_batch(u8, mean=self.mean, std=self.std, g=g if augment else None, policy=self.spec.augment)
         return self.model(self.to_device(x))
 
     def train_step(self, idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -231,7 +282,7 @@ class TrainingRun:
         y = self.train_set.labels[idx].to(self.device, non_blocking=True)
         with self.autocast():
             logits = self.forward(idx, g)
-        loss = F.cross_entropy(logits.float(), y, weight=self.class_weight)
+        loss = self.loss(logits, y)
         self.scaler.scale(loss).backward()
         if self.spec.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
@@ -239,6 +290,8 @@ class TrainingRun:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None and self.spec.ema_decay is not None:
+            S.ema_update(self.ema, self.model, S.ema_decay_at(self.global_step, self.spec.ema_decay))
         self.global_step += 1
         self.last_lr = lr
         return loss.detach()
@@ -300,7 +353,7 @@ class TrainingRun:
         return {
             "spec": self.spec.to_dict(),
             "data_fingerprint": self.fingerprint,
-            "weights": weights_label(self.weights),
+            "weights": self.init_state.label if self.init_state else weights_label(self.weights),
         }
 
     def save_checkpoint(self) -> None:
@@ -316,6 +369,7 @@ class TrainingRun:
             "best_state": self.best_state,
             "bad_epochs": self.bad_epochs,
             "stopped_early": self.stopped_early,
+            "ema": self.ema,
             "history": self.history,
             "config": self.checkpoint_config(),
             "model_args": model_args(self.spec.backbone, self.num_classes),
@@ -345,6 +399,7 @@ class TrainingRun:
         self.best_metric, self.best_epoch = ckpt["best_metric"], int(ckpt["best_epoch"])
         self.best_state, self.bad_epochs = ckpt["best_state"], int(ckpt["bad_epochs"])
         self.stopped_early = bool(ckpt["stopped_early"])
+        self.ema = None if ckpt["ema"] is None else {k: v.to(self.device) for k, v in ckpt["ema"].items()}
         torch.set_rng_state(ckpt["rng"]["torch"])
         _logger.info("resuming %s after epoch %d", self.ckpt_path, self.epoch)
         return True
@@ -412,22 +467,24 @@ class TrainingRun:
         }
 
     def after_epoch(self, record: dict) -> None:
-        """Validate, keep the best weights by val AUROC (accuracy when AUROC is undefined), early-stop.
+        """Validate the evaluated weights (EMA when on), keep the best by ``selection_step``, early-stop.
 
-        A tie on the metric (a small validation split often sits at AUROC 1.0 from epoch 1) goes to the epoch
-        whose validation loss is clearly lower, so an under-trained first epoch is not kept for ever.
         With no validation metric at all (an empty split) the latest weights are kept.
         """
         self.emit("evaluating", epoch=record["epoch"], lr=self.last_lr, unfrozen_groups=record["unfrozen_groups"])
-        val = self.evaluate()
+        with self.evaluated_weights():
+            val = self.evaluate()
+            score = val["auroc"] if val["auroc"] is not None else val["accuracy"]
+            best_loss = self.history[self.best_epoch - 1]["val"].get("loss") if self.best_epoch else None
+            keep, improved = selection_step(
+                self.spec.early_stopping_metric, score, val.get("loss"), self.best_metric, best_loss
+            )
+            if keep:
+                self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
         record["val"] = val
-        score = val["auroc"] if val["auroc"] is not None else val["accuracy"]
         self.epoch += 1
-        improved = score is None or self.best_metric is None or score > self.best_metric
-        if improved or self.better_tie(score, val):  # type: ignore[arg-type]
-            self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
+        if keep:
             self.best_metric, self.best_epoch = score, self.epoch
-        # Patience counts epochs without a better metric: a tie won on loss keeps the weights, not the clock.
         self.bad_epochs = 0 if improved else self.bad_epochs + 1
         patience = self.spec.early_stopping_patience
         self.stopped_early = patience is not None and self.bad_epochs >= patience and self.epoch < self.spec.epochs
@@ -443,13 +500,6 @@ class TrainingRun:
             throughput_img_s=record["throughput_img_s"],
             eta_s=self.progress.eta(self.global_step),
         )
-
-    def better_tie(self, score: float, val: dict) -> bool:
-        """Same metric as the best epoch, and a validation loss lower by more than 1e-3."""
-        if score != self.best_metric or val.get("loss") is None or not 0 < self.best_epoch <= len(self.history):
-            return False
-        best_loss = self.history[self.best_epoch - 1].get("val", {}).get("loss")
-        return best_loss is not None and val["loss"] < best_loss - 1e-3
 
     def fit(self) -> None:
         self.progress = Progress(total_steps=self.total_steps)

@@ -120,6 +120,40 @@ def plot_confusion(path: Path, matrix: list[list[int]], labels: list[str]) -> No
     plt.close(fig)
 
 
+def plot_operating_point(path: Path, move: dict) -> None:
+    """Sensitivity and specificity at the threshold on each split (Wilson 95% bars): how far they move on test."""
+    plt = _plt()
+    splits = move.get("splits") or {}
+    fig, ax = plt.subplots(figsize=(6, 4))
+    width = 0.8 / max(1, len(splits))
+    for i, (name, f) in enumerate(splits.items()):
+        xs: list[float] = []
+        ys: list[float] = []
+        errs: list[list[float]] = [[], []]
+        for j, metric in enumerate(("sensitivity", "specificity")):
+            if f.get(metric) is None:
+                continue
+            lo, hi = f.get(f"{metric}_ci95") or (f[metric], f[metric])
+            xs.append(j + (i - (len(splits) - 1) / 2) * width)
+            ys.append(f[metric])
+            errs[0].append(max(0.0, f[metric] - lo))  # Wilson ends can sit a rounding error inside the value
+            errs[1].append(max(0.0, hi - f[metric]))
+        ax.bar(xs, ys, width, yerr=errs, capsize=3, label=f"{name} ({f['n_pos']} pos, {f['n_neg']} neg)")
+    ax.set_xticks([0, 1], ["sensitivity", "specificity"])
+    deltas = "; ".join(
+        f"{name}: sens {d['sensitivity']:+.3f}, spec {d['specificity']:+.3f}"
+        for name, d in (move.get("delta") or {}).items()
+        if d.get("sensitivity") is not None and d.get("specificity") is not None
+    )
+    title = f"threshold {move['threshold']:.3g} chosen on {move['chosen_on']}"
+    ax.set(ylim=(0, 1.05), title=title + (f"\nmove vs {move['chosen_on']}: {deltas}" if deltas else ""))
+    ax.title.set_fontsize(8)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def _json_default(o: object) -> object:
     if hasattr(o, "tolist"):
         return o.tolist()  # type: ignore[attr-defined]
@@ -134,9 +168,10 @@ def write_report(
     roc: dict,
     calibration: tuple,
     operating_point: dict | None = None,
+    move: dict | None = None,
     confusion: tuple[list[list[int]], list[str]],
 ) -> Path:
-    """Write report.json and the four plots; a plot that fails is logged, never fatal to the job."""
+    """Write report.json and the plots (``operating_point.png`` with a ``move``); a failing plot is only logged."""
     report_dir.mkdir(parents=True, exist_ok=True)
     path = report_dir / "report.json"
     path.write_text(json.dumps(report, indent=2, default=_json_default))
@@ -146,6 +181,8 @@ def write_report(
         "calibration.png": lambda p: plot_calibration(p, *calibration),
         "confusion.png": lambda p: plot_confusion(p, *confusion),
     }
+    if move:
+        plots["operating_point.png"] = lambda p: plot_operating_point(p, move)
     for name, draw in plots.items():
         try:
             draw(report_dir / name)

@@ -1,4 +1,4 @@
-"""Freezing schedules and layer-wise learning rates, through the model's own ``group_matcher()``."""
+"""Freezing schedules, layer-wise learning rates (through the model's own ``group_matcher()``) and a weight EMA."""
 
 from __future__ import annotations
 
@@ -80,3 +80,30 @@ def set_train_mode(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, _BatchNorm) and not any(p.requires_grad for p in m.parameters(recurse=False)):
             m.eval()
+
+
+def ema_init(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A moving average of the parameters, starting at the current ones (same device, detached copies)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    """``decay`` with a warm-up: early averages forget the random start fast (timm's ``ModelEmaV3`` rule)."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+@torch.no_grad()
+def ema_update(ema: dict[str, torch.Tensor], model: nn.Module, decay: float) -> None:
+    # lerp leaves an unchanged (frozen) parameter's average bit-identical to it.
+    for n, p in model.named_parameters():
+        ema[n].lerp_(p.detach(), 1.0 - decay)
+
+
+@torch.no_grad()
+def swap_parameters(model: nn.Module, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Copy ``values`` into the model's parameters; returns copies of the parameters they replaced."""
+    old = {}
+    for n, p in model.named_parameters():
+        old[n] = p.detach().clone()
+        p.copy_(values[n])
+    return old

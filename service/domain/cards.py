@@ -44,7 +44,7 @@ def model_card(session: Session, storage: Storage, row: ModelVersion) -> ModelCa
         warnings.insert(0, scratch_warning(artifact))
     if not row.fit_for_use:
         warnings.insert(0, unfit_warning(row))
-    dataset = session.get(Dataset, row.dataset_id)
+    dataset = session.get(Dataset, row.dataset_id) if row.dataset_id else None  # None: imported
     report = (dataset.report or {}) if dataset else {}
     meta = artifact.metadata
     card = {
@@ -69,6 +69,8 @@ def model_card(session: Session, storage: Storage, row: ModelVersion) -> ModelCa
         },
         "training": {
             "job_id": row.job_id,
+            "source": row.source,
+            "warm_start": (meta.get("warm_start") or {}).get("description"),
             "spec": meta.get("spec"),
             "weights": meta.get("weights"),
             "best_epoch": meta.get("best_epoch"),
@@ -77,6 +79,8 @@ def model_card(session: Session, storage: Storage, row: ModelVersion) -> ModelCa
         "validation": artifact.metrics.get("val"),
         "test": artifact.metrics.get("test"),
         "operating_point": operating_point or {"threshold": None},
+        "threshold_rule": threshold_rule(artifact),
+        "operating_point_move": (artifact.operating_point or {}).get("test_move") or None,
         "calibration": calibration,
         "pretrained": pretrained,
         "weights": artifact.weights,
@@ -89,6 +93,32 @@ def model_card(session: Session, storage: Storage, row: ModelVersion) -> ModelCa
         "known_limits": [*KNOWN_LIMITS, *_limits(calibration, pretrained)],
     }
     return ModelCard.model_validate(card)
+
+
+def threshold_rule(artifact: ClassifierArtifact) -> dict[str, Any] | None:
+    """Which rule chose the trained threshold, and why that rule (None without a threshold)."""
+    op = artifact.operating_point or {}
+    if artifact.threshold is None or not op:
+        return None
+    kind = op.get("rule_kind") or "point_estimate"
+    if kind == "lower_confidence_bound":
+        why = (
+            "a threshold tuned on a finite validation split loses sensitivity on new films; requiring the "
+            f"one-sided {op.get('sensitivity_confidence', 0.95):.0%} Clopper-Pearson lower bound of the "
+            "sensitivity (exact, never optimistic at small counts) to reach the target keeps a margin for that"
+        )
+    else:
+        why = "the point estimate of validation sensitivity (no margin for sampling error)"
+    return {
+        "rule": op.get("rule"),
+        "kind": kind,
+        "target_sensitivity": op.get("target_sensitivity"),
+        "sensitivity_confidence": op.get("sensitivity_confidence"),
+        "sensitivity_lower_bound": op.get("sensitivity_lower_bound"),
+        "chosen_on": op.get("split", "validation"),
+        "why": why,
+        "note": op.get("note"),
+    }
 
 
 def calibration_of(artifact: ClassifierArtifact) -> dict[str, Any]:
@@ -107,7 +137,12 @@ def calibration_of(artifact: ClassifierArtifact) -> dict[str, Any]:
 def _limits(calibration: dict[str, Any], pretrained: bool | None) -> list[str]:
     out = []
     if calibration.get("applied"):
-        out.append("Probabilities are calibrated (temperature scaling) on the validation split only.")
+        where = (
+            "a calibration split held out of model selection"
+            if calibration.get("calibration_split") == "calibration"
+            else "the validation split only"
+        )
+        out.append(f"Probabilities are calibrated (temperature scaling) on {where}.")
     else:
         why = calibration.get("reason") or "not recorded"
         out.append(f"Probabilities are not calibrated (calibration was not applied: {why}).")

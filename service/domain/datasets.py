@@ -15,7 +15,8 @@ from hilum.queue import INGEST_TASK
 from hilum.settings import Settings
 from hilum.tables import Dataset
 from pipelines.archive import ArchiveRejected
-from pipelines.ingest import DatasetRejected, inspect_upload, load_rejections
+from pipelines.dataset import load_rejections
+from pipelines.ingest import DatasetRejected, inspect_upload
 from service.errors import Invalid, NotFound, Unavailable
 
 log = logging.getLogger(__name__)

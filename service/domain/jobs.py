@@ -18,10 +18,12 @@ from hilum.storage import Storage
 from hilum.tables import Dataset, Job, ModelVersion, WeightsFile, utcnow
 from models.backbones import KNOWN_BACKBONES
 from pipelines.train import TrainSpec
+from pipelines.training.warm_start import match_classes
 from service.errors import Conflict, Invalid, NotFound, Unavailable
 from service.schemas.jobs import JobCreate, JobPublic
 
 log = logging.getLogger(__name__)
+RECIPE_FIELDS = {"augment", "label_smoothing", "ema_decay", "early_stopping_patience", "early_stopping_metric"}
 
 
 def create_job(
@@ -32,17 +34,29 @@ def create_job(
         existing = session.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
         if existing is not None:
             return existing
-    _check_request(session, request)
+    backbone, init_from = _check_request(session, request)
     fields: dict[str, Any] = request.model_dump(
-        include={"backbone", "strategy", "epochs", "image_size", "batch_size", "seed", "target_sensitivity", "lr"},
+        include={
+            "strategy",
+            "epochs",
+            "image_size",
+            "batch_size",
+            "seed",
+            "target_sensitivity",
+            "sensitivity_confidence",
+            "lr",
+        },
         exclude_none=True,
     )
-    spec = TrainSpec(**fields)
+    # The recipe fields go as they are: null is meaningful there (no EMA, no early stopping).
+    fields.update(request.model_dump(include=RECIPE_FIELDS))
+    spec = TrainSpec(backbone=backbone, **fields)
     job = Job(
         dataset_id=request.dataset_id,
         status="queued",
         spec=spec.to_dict(),
-        weights=request.weights,
+        weights=f"init:{init_from['model']}/v{init_from['version']}" if init_from else request.weights,
+        init_from=init_from,
         model_name=request.model_name,
         idempotency_key=idempotency_key,
         created_by=created_by,
@@ -66,36 +80,69 @@ def create_job(
     return job
 
 
-def _check_request(session: Session, request: JobCreate) -> None:
-    if request.backbone not in KNOWN_BACKBONES:
+def _check_request(session: Session, request: JobCreate) -> tuple[str, dict[str, Any] | None]:
+    """(backbone, the job's init_from record) once the request fits stored state."""
+    if request.init_from is not None and request.weights != "none":
+        raise Invalid(
+            f"give one source of initial weights: weights '{request.weights}' or init_from "
+            f"{request.init_from.model} v{request.init_from.version}, not both"
+        )
+    if request.backbone is None and request.init_from is None:
+        raise Invalid("backbone is required (e.g. 'resnet18') unless init_from names a registered model version")
+    if request.backbone is not None and request.backbone not in KNOWN_BACKBONES:
         raise Invalid(f"unknown backbone '{request.backbone}'; known backbones: {', '.join(KNOWN_BACKBONES)}")
     dataset = session.get(Dataset, request.dataset_id)
     if dataset is None:
         raise NotFound(f"dataset '{request.dataset_id}' not found")
     if dataset.status != "ready":
         raise Conflict(f"dataset '{dataset.id}' is {dataset.status}, not ready for training")
-    _check_model_classes(session, request.model_name, dataset)
+    check_model_classes(session, request.model_name, list(dataset.classes or []), source=f"dataset '{dataset.id}'")
+    if request.init_from is not None:
+        return _check_init_from(session, request, dataset)
+    assert request.backbone is not None
     if request.weights not in ("none", "imagenet"):
         weights = session.get(WeightsFile, request.weights)
         if weights is None:
             raise NotFound(f"weights '{request.weights}' are not registered")
         if weights.backbone != request.backbone:
             raise Invalid(f"weights '{request.weights}' are for {weights.backbone}, not for {request.backbone}")
+    return request.backbone, None
 
 
-def _check_model_classes(session: Session, model_name: str, dataset: Dataset) -> None:
-    """A model name keeps one class list: a new version is trained on the classes of the earlier ones."""
+def _check_init_from(session: Session, request: JobCreate, dataset: Dataset) -> tuple[str, dict[str, Any]]:
+    """The warm start's version exists, has the requested backbone, and its classes map onto the dataset's."""
+    assert request.init_from is not None
+    init = request.init_from
+    source = session.scalar(
+        select(ModelVersion).where(ModelVersion.model_name == init.model, ModelVersion.version == init.version)
+    )
+    if source is None:
+        raise NotFound(f"init_from: model '{init.model}' has no version {init.version}")
+    if request.backbone is not None and request.backbone != source.backbone:
+        raise Invalid(
+            f"backbone '{request.backbone}' differs from the backbone of init_from {init.model} v{init.version} "
+            f"('{source.backbone}'): omit backbone, or give '{source.backbone}'"
+        )
+    try:
+        match_classes(list(source.class_names), list(dataset.classes or []), init.class_map)
+    except ValueError as exc:
+        raise Invalid(f"init_from {init.model} v{init.version}: {exc}") from exc
+    return source.backbone, {"model": init.model, "version": init.version, "class_map": init.class_map}
+
+
+def check_model_classes(session: Session, model_name: str, class_names: list[str], *, source: str) -> None:
+    """A model name keeps one class list: a new version has the classes of the earlier ones."""
     earlier = session.scalar(
         select(ModelVersion.class_names)
         .where(ModelVersion.model_name == model_name)
         .order_by(ModelVersion.version.desc())
         .limit(1)
     )
-    classes = sorted(dataset.classes or [])
+    classes = sorted(class_names)
     if earlier is not None and sorted(earlier) != classes:
         raise Conflict(
-            f"model '{model_name}' has classes {', '.join(sorted(earlier))}; dataset '{dataset.id}' has "
-            f"{', '.join(classes)}: train under another model_name, or on a dataset with the same classes"
+            f"model '{model_name}' has classes {', '.join(sorted(earlier))}; {source} has "
+            f"{', '.join(classes)}: use another model_name, or the same classes"
         )
 
 

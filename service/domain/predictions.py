@@ -67,6 +67,7 @@ class Options:
     heatmap: bool = False
     heatmap_class: str | None = None
     heatmap_array: bool = False
+    tta: bool = False  # average the logits over a few anatomy-safe variants of the film
 
 
 # --------------------------------------------------------------------------- one prediction
@@ -96,9 +97,10 @@ async def answer(
         raise Invalid(f"unknown heatmap_class '{options.heatmap_class}'; classes: {', '.join(artifact.class_names)}")
     prepared = await asyncio.to_thread(prepare_upload, data, preprocessing_of(artifact))
     threshold = row.threshold if row.threshold is not None else artifact.threshold
-    # One micro-batching lane per (version, threshold): a changed threshold never meets a lane made before it.
-    predict_fn = functools.partial(predictor.predict, threshold=threshold)
-    result = await serving.batcher.predict(f"{row.id}@{threshold}", predict_fn, prepared.pixels)
+    # One micro-batching lane per (version, threshold, tta): a changed threshold never meets a lane made before it.
+    predict_fn = functools.partial(predictor.predict, threshold=threshold, tta=options.tta)
+    lane = f"{row.id}@{threshold}" + ("@tta" if options.tta else "")
+    result = await serving.batcher.predict(lane, predict_fn, prepared.pixels)
     model_label = result.label
     op, op_warnings = registry.operating_point(session, row, artifact, storage=serving.storage)
     public = _shape(row, artifact, result, model_label, threshold, data, options)
@@ -158,6 +160,7 @@ def _shape(
         fit_for_use=bool(row.fit_for_use),
         warnings=warnings,
         input_sha256=hashlib.sha256(data).hexdigest(),
+        tta=result.tta,
     )
 
 
@@ -251,6 +254,8 @@ def list_predictions(session: Session, *, model: str | None, limit: int) -> list
 
 # --------------------------------------------------------------------------- batches
 
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first member, or the end record of an empty zip
+
 
 def batch_items(files: list[tuple[str, bytes]], *, serving: Serving) -> list[tuple[str, bytes | str]]:
     """(name, bytes) per image, or (name, error message) for a file that can't be read; a zip is opened safely.
@@ -265,7 +270,7 @@ def batch_items(files: list[tuple[str, bytes]], *, serving: Serving) -> list[tup
     for name, data in files:
         if len(data) > limit:
             items.append((name, f"larger than the limit of {limit} bytes"))
-        elif data[:4] == b"PK\x03\x04":
+        elif data[:4] in ZIP_MAGIC:
             limits = ArchiveLimits(max_files=serving.batch_max_files, max_member_bytes=limit)
             try:
                 with tempfile_for(data) as path:
@@ -288,11 +293,16 @@ def _read_member(zf: zipfile.ZipFile, entry: Any, limits: Any) -> bytes | str:
     from pipelines.archive import ArchiveRejected, read_entry
 
     try:
-        return read_entry(zf, entry, limits)
+        data = read_entry(zf, entry, limits)
     except ArchiveRejected as exc:
         return str(exc)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError):
         return "the file is damaged inside the zip"
+    except NotImplementedError:  # zipfile's answer to a compression method it cannot read
+        return "the file is compressed with a method that cannot be read (use deflate or none)"
+    if data[:4] in ZIP_MAGIC:
+        return "a zip inside the zip is not opened: put its images in the top-level zip"
+    return data
 
 
 async def predict_batch(

@@ -262,7 +262,7 @@ def operating_point(
     warnings: list[str] = []
     figures = {k: v for k, v in stored.items() if k in OperatingPoint.model_fields}
     if trained_threshold is None or not math.isclose(threshold, trained_threshold, abs_tol=1e-12):
-        scores = _cached_scores(row.id, artifact, storage.job_dir(row.job_id) if storage else None)
+        scores = _cached_scores(row.id, artifact, storage.job_dir(row.job_id) if storage and row.job_id else None)
         if scores is not None:
             figures = operating_point_at(float(threshold), *scores)
             figures["rule"] = "changed by staff; figures recomputed on the validation predictions"

@@ -3,15 +3,17 @@ from __future__ import annotations
 import time
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
-from hilum.tables import ModelVersion
-from service.deps import AnyPrincipal, ServingDep, SessionDep, StaffPrincipal, StorageDep
-from service.domain import cards, predictions, registry
+from hilum.tables import ModelVersion, new_id
+from service.deps import AdminPrincipal, AnyPrincipal, ServingDep, SessionDep, SettingsDep, StaffPrincipal, StorageDep
+from service.domain import cards, imports, predictions, registry
 from service.domain.predictions import Serving
 from service.schemas.common import MAX_DB_INT, VersionPath
+from service.schemas.jobs import MODEL_NAME_PATTERN
 from service.schemas.models import (
     AliasEventPublic,
     AliasPublic,
@@ -19,18 +21,60 @@ from service.schemas.models import (
     BatchPrediction,
     ModelCard,
     ModelPublic,
+    ModelVersionPublic,
     PredictionPublic,
     ThresholdEventPublic,
     ThresholdPublic,
     ThresholdUpdate,
 )
-from service.uploads import read_upload
+from service.uploads import multipart_openapi, read_upload, receive_file
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 LabelWhenOod = Annotated[
     bool, Query(description="show the label even when the film looks out of distribution (withheld by default)")
 ]
+Tta = Annotated[
+    bool, Query(description="test-time augmentation: average the logits over a few anatomy-safe variants (no flips)")
+]
+
+
+IMPORT_BODY = multipart_openapi(
+    "a Hilum model artifact (the model.pt that GET /v1/models/{name}/versions/{v}/artifact returns)",
+    {"model_name": {"type": "string", "example": "pneumonia", "pattern": MODEL_NAME_PATTERN}},
+    required=["model_name"],
+)
+
+
+@router.post(
+    "/import",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ModelVersionPublic,
+    summary="Import a model artifact trained at another site as a new version (admin)",
+    description="The file is loaded safely (weights only) and checked: Hilum artifact format, a known backbone "
+    "whose weights fit, class names, preprocessing. Fitness comes from the artifact; the class list must match "
+    "earlier versions of `model_name`. Audit-logged as `model.import`.",
+    openapi_extra=IMPORT_BODY,
+    responses={409: {"description": "`model_name` has versions with other classes"}},
+)
+async def import_model(
+    request: Request, session: SessionDep, settings: SettingsDep, storage: StorageDep, principal: AdminPrincipal
+) -> ModelVersionPublic:
+    upload = await receive_file(
+        request,
+        storage.root / "uploads" / f"model-{new_id()}.pt",
+        file_field="file",
+        max_bytes=settings.max_upload_bytes,
+    )
+    row = await run_in_threadpool(
+        imports.import_model,
+        session,
+        storage,
+        upload=upload.path,
+        model_name=upload.fields.get("model_name"),
+        actor=principal.id,
+    )
+    return ModelVersionPublic.model_validate(row)
 
 
 @router.get("", response_model=list[ModelPublic], summary="Registered models, their versions and aliases")
@@ -121,7 +165,8 @@ def _threshold_public(session: Session, serving: Serving, row: ModelVersion) -> 
     description="Uses the `production` alias by default (the newest version fit for use while there is none); "
     "`version` or `alias` choose another (a version not fit for use answers with a warning). The label is "
     "withheld for a film out of distribution unless `label_when_ood=true`. `heatmap=true` adds a Grad-CAM "
-    "of the predicted class (or `heatmap_class`) at the film's size; `heatmap_format=array` adds the raw map.",
+    "of the predicted class (or `heatmap_class`) at the film's size; `heatmap_format=array` adds the raw map. "
+    "`tta=true` averages the logits over a few anatomy-safe variants of the film (zoom, shift; no flips).",
     responses={
         404: {"description": "unknown model, version or alias"},
         409: {"description": "no version of the model is fit for use (ask for one explicitly)"},
@@ -146,6 +191,7 @@ async def predict(
     heatmap_format: Annotated[
         Literal["png", "array"], Query(description="`array` adds the raw map (float16, H x W, base64)")
     ] = "png",
+    tta: Tta = False,
 ) -> PredictionPublic:
     started = time.perf_counter()
     resolved = registry.resolve(session, name, version=version_field or version, alias=alias)
@@ -155,6 +201,7 @@ async def predict(
         heatmap=heatmap,
         heatmap_class=heatmap_class,
         heatmap_array=heatmap_format == "array",
+        tta=tta,
     )
     return await predictions.predict_and_record(
         session, resolved, data, serving=serving, options=options, key_id=principal.id, started=started
@@ -175,11 +222,12 @@ async def predict_batch(
     version: Annotated[int | None, Query(ge=1, le=MAX_DB_INT)] = None,
     alias: Annotated[str | None, Query(max_length=64)] = None,
     label_when_ood: LabelWhenOod = False,
+    tta: Tta = False,
 ) -> BatchPrediction:
     resolved = registry.resolve(session, name, version=version, alias=alias)
     read = [(f.filename or "file", await f.read(serving.max_image_bytes + 1)) for f in files]
     items = predictions.batch_items(read, serving=serving)
-    options = predictions.Options(label_when_ood=label_when_ood)
+    options = predictions.Options(label_when_ood=label_when_ood, tta=tta)
     return await predictions.predict_batch(
         session, resolved, items, serving=serving, options=options, key_id=principal.id
     )

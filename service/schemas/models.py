@@ -13,8 +13,11 @@ class ModelVersionPublic(BaseModel):
     model_name: str
     version: int
     backbone: str
-    dataset_id: str
-    job_id: str
+    dataset_id: str | None = Field(description="the dataset it was trained on here; null for an imported version")
+    job_id: str | None = Field(description="the job that trained it; null for an imported version")
+    source: str = Field(
+        "trained", description="'trained' (by a job here) or 'imported:<sha256 prefix>'", examples=["trained"]
+    )
     class_names: list[str]
     threshold: float | None = Field(None, description="the effective operating threshold (the registry's)")
     metrics: dict[str, Any] = {}
@@ -148,6 +151,7 @@ class PredictionPublic(BaseModel):
                     "input_sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
                     "prediction_id": "5d41402abc4b2a76b9719d911017c592",
                     "heatmap": None,
+                    "tta": None,
                 },
                 {
                     "model": "pneumonia",
@@ -221,6 +225,9 @@ class PredictionPublic(BaseModel):
     input_sha256: str
     prediction_id: str | None = Field(None, description="id of the recorded prediction")
     heatmap: Heatmap | None = Field(None, description="with heatmap=true: Grad-CAM of one class at the film's size")
+    tta: int | None = Field(
+        None, description="with tta=true: how many film variants' logits were averaged; null when off", examples=[5]
+    )
 
 
 class ThresholdUpdate(BaseModel):
@@ -300,7 +307,7 @@ class BatchPrediction(BaseModel):
 
 
 class CardTrainingData(BaseModel):
-    dataset_id: str
+    dataset_id: str | None = Field(None, description="null for a version imported from another site")
     dataset_name: str | None = None
     images: int | None = None
     class_counts: dict[str, int] | None = Field(None, description="accepted images per class")
@@ -316,11 +323,47 @@ class ModelCard(BaseModel):
     intended_use: str
     architecture: dict[str, Any]
     training_data: CardTrainingData
-    training: dict[str, Any] = Field(description="job id, training spec, initial weights, library versions")
+    training: dict[str, Any] = Field(
+        description="job id, training spec, initial weights (warm_start: the registered version it started from), "
+        "library versions, source ('trained' or 'imported:<sha256 prefix>')"
+    )
     validation: dict[str, Any] | None = Field(None, description="figures on the validation split")
     test: dict[str, Any] | None = Field(None, description="figures on the held-out test split")
     operating_point: OperatingPoint = Field(
         description="the effective threshold with its validation sensitivity and specificity"
+    )
+    threshold_rule: dict[str, Any] | None = Field(
+        None,
+        description="the rule that chose the trained threshold, and why",
+        examples=[
+            {
+                "rule": "the highest threshold whose one-sided 95% Clopper-Pearson lower bound on validation "
+                "sensitivity is at least 0.95",
+                "kind": "lower_confidence_bound",
+                "target_sensitivity": 0.95,
+                "sensitivity_confidence": 0.95,
+                "sensitivity_lower_bound": 0.951,
+                "chosen_on": "calibration",
+                "why": "a threshold tuned on a finite split loses sensitivity on new films; the bound keeps a margin",
+                "note": None,
+            }
+        ],
+    )
+    operating_point_move: dict[str, Any] | None = Field(
+        None,
+        description="sensitivity and specificity at the trained threshold on the split it was chosen on and on "
+        "test (Wilson 95% intervals), with the deltas (test - chosen split)",
+        examples=[
+            {
+                "threshold": 0.31,
+                "chosen_on": "validation",
+                "splits": {
+                    "validation": {"sensitivity": 0.97, "specificity": 0.84, "n_pos": 120, "n_neg": 60},
+                    "test": {"sensitivity": 0.95, "specificity": 0.78, "n_pos": 390, "n_neg": 234},
+                },
+                "delta": {"test": {"sensitivity": -0.02, "specificity": -0.06}},
+            }
+        ],
     )
     calibration: dict[str, Any] = Field(
         description="whether calibration was applied, and why not: method, temperature, applied, reason, "

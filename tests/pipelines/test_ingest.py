@@ -13,14 +13,13 @@ from PIL import Image
 
 from pipelines import model_input as model_input_mod
 from pipelines.archive import ArchiveRejected
+from pipelines.dataset import image_path, load_manifest
 from pipelines.imaging import decode_image
 from pipelines.ingest import (
     DatasetRejected,
     IngestConfig,
-    image_path,
     ingest_archive,
     inspect_upload,
-    load_manifest,
     patient_key,
 )
 from pipelines.synthetic import dicom_bytes, render_cxr, write_zip
@@ -448,7 +447,8 @@ def test_declared_classes_are_enforced(tmp_path: Path) -> None:
 
 
 def test_long_rejection_lists_are_summarised_and_kept_whole_in_a_file(tmp_path: Path) -> None:
-    from pipelines.ingest import REPORT_REJECTED_MAX, load_rejections
+    from pipelines.dataset import load_rejections
+    from pipelines.ingest import REPORT_REJECTED_MAX
 
     members = {f"NORMAL/bad{i:03d}.png": b"not an image %d" % i for i in range(REPORT_REJECTED_MAX + 50)}
     members |= {"NORMAL/a.png": png(0), "PNEUMONIA/b.png": png(1), "stray.txt": b"x"}
@@ -482,3 +482,20 @@ def test_the_report_records_the_canonical_bound(tmp_path: Path) -> None:
     archive = write_zip(tmp_path / "d.zip", n_per_class=3, size=96, seed=1)
     report = ingest_archive(archive, tmp_path / "out", IngestConfig(patient_salt="s", max_side=64))
     assert report.to_dict()["max_side"] == 64
+
+
+def test_a_member_in_an_unreadable_compression_is_rejected_alone(tmp_path: Path) -> None:
+    """A Deflate64 member (Windows makes them; zipfile raises NotImplementedError) fails alone (issue 15)."""
+    import struct
+
+    from pipelines.synthetic import write_zip
+
+    data = bytearray(write_zip(tmp_path / "d.zip", n_per_class=3, size=48, seed=2).read_bytes())
+    central = data.index(b"PK\x01\x02")  # mark the first member as method 9 in both of its headers
+    data[8:10] = data[central + 10 : central + 12] = struct.pack("<H", 9)
+    (tmp_path / "odd.zip").write_bytes(bytes(data))
+    report = ingest_archive(tmp_path / "odd.zip", tmp_path / "out", IngestConfig(patient_salt="s", max_side=64))
+    assert report.accepted == 5
+    assert [r["reason"] for r in report.rejected] == [
+        "the file is compressed with a method that cannot be read (use deflate or none)"
+    ]

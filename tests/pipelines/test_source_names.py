@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.ingest import IngestConfig, ingest_archive, load_manifest, pseudonymise_source
+from pipelines.dataset import load_manifest
+from pipelines.ingest import IngestConfig, ingest_archive, pseudonymise_source
 from pipelines.synthetic import write_zip
 
 

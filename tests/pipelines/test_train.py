@@ -277,7 +277,8 @@ def test_multiclass_uses_argmax_and_macro_auroc(tmp_path: Path) -> None:
 
 def test_early_stopping_on_flat_validation_auroc(data: TrainData, tmp_path: Path) -> None:
     # lr so small nothing changes: val AUROC never improves after epoch 1, so patience 1 stops after epoch 2.
-    result = train_classifier(spec(epochs=5, lr=1e-12, early_stopping_patience=1), data, tmp_path)
+    s = spec(epochs=5, lr=1e-12, early_stopping_patience=1, early_stopping_metric="auroc")
+    result = train_classifier(s, data, tmp_path)
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["stopped_early"] and [h["epoch"] for h in report["history"]] == [1, 2]
     # A tie on AUROC goes to the epoch with a clearly lower validation loss (BatchNorm statistics still move).

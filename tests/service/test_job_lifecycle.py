@@ -84,6 +84,15 @@ def wait_until(client: httpx.Client, job_id: str, predicate, timeout: float = 12
     raise AssertionError(f"job {job_id} never reached the expected state: {job}")
 
 
+def wait_log(stack: Stack, worker: str, text: str, timeout: float = 60) -> None:
+    """Wait for ``text`` in a worker's log: proof the worker got this far."""
+    log = stack.logs / f"worker-{worker}.log"
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"{text!r} not in the log of worker {worker} after {timeout} s"
+        time.sleep(0.2)
+
+
 def completed_epochs(job: dict) -> int:
     """Epochs finished and checkpointed so far."""
     return int((job.get("progress") or {}).get("epochs_done", 0))
@@ -104,8 +113,8 @@ def test_cancel_queued_and_running_jobs(durable: Stack, dataset_id: str) -> None
             assert done["status"] == "cancelled"
             assert completed_epochs(done) < 60
             assert (durable.data_dir / "jobs" / running["id"] / "checkpoints" / "last.pt").exists()
-            # the queued job never starts, even once the worker is free
-            time.sleep(2)
+            # the queued job never starts, even once the worker is free: it takes the message and ends it
+            wait_log(durable, "c1", f"job {queued['id']}: done")
             never = client.get(f"/v1/jobs/{queued['id']}").json()
             assert never["status"] == "cancelled" and never["started_at"] is None and never["attempts"] == 0
             assert client.post(f"/v1/jobs/{queued['id']}/cancel").status_code == 409
@@ -230,9 +239,43 @@ def test_api_restart_and_redelivery_neither_lose_nor_repeat_jobs(durable: Stack,
                 )
             )
             broker.send_task("hilum.train", args=[job["id"]])
-            time.sleep(6)
+            wait_log(durable, "r1", f"job {job['id']}: done")  # the worker took the duplicate and ended it
             again = client.get(f"/v1/jobs/{job['id']}").json()
             assert again["attempts"] == 1 and again["finished_at"] == done["finished_at"]
             assert [v["version"] for v in client.get("/v1/models/restart").json()["versions"]] == [1]
     finally:
         stop(worker)
+
+
+def test_a_job_held_by_a_live_worker_is_set_aside_then_failed_after_max_attempts(
+    durable: Stack, dataset_id: str
+) -> None:
+    """Claim.BUSY: the worker neither runs the job nor drops its message; it looks again after a lease.
+
+    Another worker (here this test) holds the job's lease and renews it; then it dies. The retried message
+    finds the lease expired and the job out of attempts (HILUM_JOB_MAX_ATTEMPTS=1): it ends failed, saying so.
+    """
+    from hilum.jobstate import Claim, Heartbeat, claim_job
+
+    lease_s = float(durable.env["HILUM_JOB_LEASE_S"])
+    with durable.client() as client:
+        job = submit(client, dataset_id, epochs=1, model_name="held")
+        holder = "other@elsewhere:1"
+        claimed = claim_job(durable.database_url, job["id"], worker=holder, lease_s=lease_s, max_attempts=3)
+        assert claimed == Claim.TAKEN
+        worker_env, durable.env = durable.env, {**durable.env, "HILUM_JOB_MAX_ATTEMPTS": "1"}
+        try:
+            with Heartbeat(durable.database_url, job["id"], every_s=0.5, worker=holder):
+                worker = durable.start_worker("b1")
+                wait_log(durable, "b1", f"job {job['id']}: busy", timeout=120)
+                wait_log(durable, "b1", "retry: Retry in")  # its message goes back, due after one lease
+                held = client.get(f"/v1/jobs/{job['id']}").json()
+                assert (held["status"], held["worker"], held["attempts"]) == ("running", holder, 1), held
+            # the holder stops renewing (it died): the retried message finds the job out of attempts
+            done = wait_for(client, f"/v1/jobs/{job['id']}", TERMINAL, timeout=120)
+        finally:
+            durable.env = worker_env
+            stop(worker)
+    assert (done["status"], done["attempts"], done["worker"]) == ("failed", 1, holder), done
+    assert done["error"] == "gave up after 1 attempts; last error: worker lost", done
+    assert not (durable.data_dir / "jobs" / job["id"] / "checkpoints").exists()  # never trained here

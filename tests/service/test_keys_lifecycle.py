@@ -84,9 +84,7 @@ def test_revocation_and_audit_log(stack: Stack) -> None:
 def test_only_admins_read_the_audit_log(stack: Stack) -> None:
     with stack.client() as admin:
         staff = admin.post("/v1/keys", json={"name": "nosy", "role": "staff"}).json()["key"]
-    assert httpx.get(
-        stack.base_url + "/v1/audit", headers={"Authorization": f"Bearer {staff}"}
-    ).status_code == 403
+    assert httpx.get(stack.base_url + "/v1/audit", headers={"Authorization": f"Bearer {staff}"}).status_code == 403
 
 
 def test_weights_registration_is_audited(stack: Stack, tmp_path: Path) -> None:

@@ -12,10 +12,19 @@ from service.model_cache import ModelCache, model_bytes
 def write_artifact(path: Path) -> Path:
     model = timm.create_model("test_resnet", pretrained=False, in_chans=1, num_classes=2)
     artifact = ClassifierArtifact(
-        state_dict={k: v.clone() for k, v in model.state_dict().items()}, backbone="test_resnet",
-        model_args={"num_classes": 2, "in_chans": 1}, class_names=["NORMAL", "PNEUMONIA"], image_size=32,
-        mean=0.45, std=0.225, temperature=1.0, positive_class="PNEUMONIA", threshold=0.5,
-        operating_point={}, metrics={}, metadata={},
+        state_dict={k: v.clone() for k, v in model.state_dict().items()},
+        backbone="test_resnet",
+        model_args={"num_classes": 2, "in_chans": 1},
+        class_names=["NORMAL", "PNEUMONIA"],
+        image_size=32,
+        mean=0.45,
+        std=0.225,
+        temperature=1.0,
+        positive_class="PNEUMONIA",
+        threshold=0.5,
+        operating_point={},
+        metrics={},
+        metadata={},
     )
     artifact.save(path)
     return path

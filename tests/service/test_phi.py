@@ -1,18 +1,21 @@
 """Patient identifiers planted in DICOM tags and member file names reach nothing Hilum keeps.
 
 upload -> ingest -> train -> predict through a real stack, then a byte search of the whole data dir
-(uploads, datasets, checkpoints, reports, models), the database (the SQLite files, or every PostgreSQL
-table as text), the stack's broker keys and every log: zero hits. And the raw upload is gone.
+(uploads, datasets, checkpoints, reports, models; zips such as torch saves unpacked), the database (the
+SQLite files, or every PostgreSQL table as text), the stack's broker keys and every log: zero hits. And
+the raw upload is gone.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import secrets
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 import redis
 import sqlalchemy as sa
@@ -25,8 +28,31 @@ pytestmark = pytest.mark.e2e
 PER_CLASS = 16
 
 
+# Every identifying attribute the synthetic DICOMs carry (pipelines/synthetic.py: dicom_bytes).
+PHI_TAGS = (
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientAddress",
+    "OtherPatientIDs",
+    "AccessionNumber",
+    "InstitutionName",
+    "ReferringPhysicianName",
+    "StudyDate",
+)
+
+
+def identifiers_of(data: bytes) -> list[str]:
+    """The identifying values of one DICOM, read back from its header, plus their distinctive parts."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+    values = [str(ds[keyword].value) for keyword in PHI_TAGS]
+    assert all(values), dict(zip(PHI_TAGS, values, strict=True))
+    parts = [p for v in values for p in re.split(r"[\s^,]+", v) if p.startswith(("PID", "Synth", "Giv", "Ref", "Addr"))]
+    return [*values, *parts]
+
+
 def planted_zip(tag: str) -> tuple[bytes, list[str], tuple[str, bytes]]:
-    """A zip of DICOMs whose tags and member names carry identifiers; the identifiers; one (name, file)."""
+    """A zip of DICOMs whose headers and member names carry identifiers; the identifiers; one (name, file)."""
     rng = np.random.default_rng(7)
     identifiers: list[str] = []
     buf = io.BytesIO()
@@ -34,27 +60,27 @@ def planted_zip(tag: str) -> tuple[bytes, list[str], tuple[str, bytes]]:
     with zipfile.ZipFile(buf, "w") as zf:
         for cls in ("NORMAL", "PNEUMONIA"):
             for i in range(PER_CLASS):
-                n = f"{tag}{cls[0]}{i:02d}"
-                surname, given = f"Surn{n}", f"Givn{n}"
-                patient_id, other_id, accession = f"PID{n}", f"OPID{n}", f"ACC{n}"
-                birth = f"19{20 + i:02d}0{1 + i % 9}1{i % 9}"
-                institution = f"Inst{n} Hospital"
-                identifiers += [surname, given, patient_id, other_id, accession, institution]
                 data = dicom_bytes(
-                    render_cxr(rng, pneumonia=cls == "PNEUMONIA", size=64),
-                    patient_id=patient_id,
-                    extra_tags={
-                        "PatientName": f"{surname}^{given}",
-                        "PatientBirthDate": birth,
-                        "OtherPatientIDs": other_id,
-                        "InstitutionName": institution,
-                        "AccessionNumber": accession,
-                    },
+                    render_cxr(rng, pneumonia=cls == "PNEUMONIA", size=64), patient_id=f"PID{tag}{cls[0]}{i:02d}"
                 )
-                name = f"{cls}/{surname}_{given}_{patient_id}_{accession}.dcm"
+                found = identifiers_of(data)
+                identifiers += found
+                ds = pydicom.dcmread(io.BytesIO(data))
+                name = f"{cls}/{str(ds.PatientName).replace('^', '_')}_{ds.PatientBirthDate}_{ds.AccessionNumber}.dcm"
                 zf.writestr(name, data)
                 probe = (name.rsplit("/", 1)[1], data)
-    return buf.getvalue(), identifiers, probe
+    return buf.getvalue(), sorted(set(identifiers)), probe
+
+
+def expanded(blob: bytes) -> bytes:
+    """``blob`` and, when it is a zip (a torch save, an archive), every member's bytes, uncompressed."""
+    if blob[:4] != b"PK\x03\x04":
+        return blob
+    try:
+        with zipfile.ZipFile(io.BytesIO(blob)) as zf:
+            return blob + b"".join(expanded(zf.read(info)) for info in zf.infolist())
+    except zipfile.BadZipFile:
+        return blob
 
 
 def database_text(stack: Stack) -> bytes:
@@ -73,16 +99,24 @@ def database_text(stack: Stack) -> bytes:
 
 
 def broker_text(stack: Stack) -> bytes:
+    """Every key and value in the stack's Redis database (broker, results, rate limits; any prefix)."""
     client = redis.Redis.from_url(stack.env["REDIS_URL"])
-    out = []
-    for key in client.scan_iter(match=stack.env["HILUM_BROKER_KEY_PREFIX"] + "*"):
+    out: list[bytes] = []
+    for key in client.scan_iter(count=1000):
         kind = client.type(key)
+        out.append(key)
         if kind == b"list":
             out += client.lrange(key, 0, -1)
         elif kind == b"hash":
-            out += list(client.hgetall(key).values())
+            out += [b for kv in client.hgetall(key).items() for b in kv]
         elif kind == b"string":
             out.append(client.get(key) or b"")
+        elif kind == b"set":
+            out += client.smembers(key)
+        elif kind == b"zset":
+            out += client.zrange(key, 0, -1)
+        elif kind == b"stream":
+            out += [repr(entry).encode() for entry in client.xrange(key)]
     return b"\n".join(out)
 
 
@@ -123,10 +157,16 @@ def test_planted_identifiers_reach_no_disk_database_broker_or_log(stack: Stack) 
             files={"file": (probe_name, probe, "application/dicom")},
         )
         assert answer.status_code == 200, answer.text
+        batch = client.post(
+            f"/v1/models/phi-{tag.lower()}/predict/batch",
+            params={"version": 1},
+            files=[("files", (probe_name, probe, "application/dicom"))],
+        )
+        assert batch.status_code == 200 and batch.json()["results"][0]["ok"], batch.text
 
     found: dict[str, list[str]] = {}
     for path in sorted(stack.data_dir.rglob("*")):
-        if path.is_file() and (h := hits(path.read_bytes(), identifiers)):
+        if path.is_file() and (h := hits(expanded(path.read_bytes()), identifiers)):
             found[str(path.relative_to(stack.data_dir))] = h
     if h := hits(database_text(stack), identifiers):
         found["database"] = h
@@ -136,7 +176,7 @@ def test_planted_identifiers_reach_no_disk_database_broker_or_log(stack: Stack) 
         if h := hits(log.read_bytes(), identifiers):
             found[f"log {log.name}"] = h
     assert found == {}, found
-    assert len(identifiers) == 6 * 2 * PER_CLASS
+    assert hits(archive, identifiers) == identifiers  # the search finds every one of them where they were
 
 
 def test_the_upload_is_deleted_when_ingestion_fails(stack: Stack) -> None:

@@ -10,6 +10,7 @@ import io
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -203,8 +204,8 @@ def test_alias_move_during_a_stream_of_requests(stack: Stack, keys: dict, traine
 
     def fire() -> None:
         with stack.client(keys["clinician"]["key"], timeout=30) as client:
-            deadline = time.monotonic() + 10
-            while not stop.is_set() and time.monotonic() < deadline and len(results) < 400:
+            deadline = time.monotonic() + 120  # a bound, never the signal: the test stops us
+            while not stop.is_set() and time.monotonic() < deadline:
                 sent = time.monotonic()
                 try:
                     r = predict(client, png)
@@ -216,14 +217,21 @@ def test_alias_move_during_a_stream_of_requests(stack: Stack, keys: dict, traine
     threads = [threading.Thread(target=fire) for _ in range(2)]
     for t in threads:
         t.start()
+
+    def answered(count: Callable[[], int], at_least: int = 5) -> None:
+        deadline = time.monotonic() + 60
+        while count() < at_least:
+            assert time.monotonic() < deadline, f"only {count()} answers in 60 s"
+            time.sleep(0.05)
+
     try:
-        time.sleep(1.5)
+        answered(lambda: len(results))  # predictions answered before the move...
         with stack.client(keys["staff"]["key"]) as staff:
             move_sent = time.monotonic()
             r = staff.put(f"/v1/models/{MODEL}/aliases/production", json={"version": 2})
             move_done = time.monotonic()
         assert r.status_code == 200, r.text
-        time.sleep(1.5)
+        answered(lambda: sum(sent > move_done for sent, *_ in list(results)))  # ...and sent after it
     finally:
         stop.set()
         for t in threads:

@@ -80,15 +80,17 @@ def test_no_patient_identifier_is_kept(stack: Stack, dicom_dataset: dict) -> Non
 
 def test_training_splits_keep_each_patient_in_one_split(stack: Stack, dicom_dataset: dict) -> None:
     from hilum.storage import Storage
-    from pipelines.ingest import load_manifest
-    from worker.training import build_train_data
+    from pipelines.dataset import DatasetVersion
 
-    data = build_train_data(Storage(stack.data_dir), dicom_dataset["id"], seed=0)
-    dataset_dir = stack.data_dir / "datasets" / dicom_dataset["id"]
-    patient_of = {r.sample_id: r.patient_key for r in load_manifest(dataset_dir)}
-    splits = {name: {patient_of[Path(p).stem] for p, _ in getattr(data, name)} for name in ("train", "val", "test")}
+    version = DatasetVersion(Storage(stack.data_dir).dataset_dir(dicom_dataset["id"]))
+    data = version.train_data(seed=0)
+    patient_of = {r.sample_id: r.patient_key for r in version.rows()}
+    names = ("train", "val", "calibration", "test")
+    splits = {name: {patient_of[Path(p).stem] for p, _ in getattr(data, name)} for name in names}
     assert splits["train"] and splits["val"] and splits["test"]
-    assert not (splits["train"] & splits["val"] or splits["train"] & splits["test"] or splits["val"] & splits["test"])
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert not splits[a] & splits[b], (a, b)
 
 
 def ground_truth_weights(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:

@@ -17,7 +17,11 @@ export async function render(main) {
   const fillVersions = () => {
     const m = models.find((x) => x.name === modelSel.value);
     const prod = m.aliases?.production;
-    clear(versionSel).append(el("option", { value: "", text: prod ? `production (version ${prod})` : `default (version ${m.latest_version})` }),
+    // The default answer comes from production, else from the newest version fit for use (service/domain/registry.py).
+    const fit = m.versions.filter((v) => v.fit_for_use).map((v) => v.version);
+    const dflt = prod ? `production (version ${prod})`
+      : fit.length ? `default (version ${Math.max(...fit)})` : "default (no version is fit for use)";
+    clear(versionSel).append(el("option", { value: "", text: dflt }),
       ...m.versions.map((v) => el("option", { value: v.version, text: `version ${v.version}${v.fit_for_use ? "" : " (not fit for use)"}` })));
   };
   modelSel.addEventListener("change", fillVersions);

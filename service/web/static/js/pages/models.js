@@ -53,7 +53,7 @@ export async function renderModel(main, [name]) {
     ["Test sensitivity", (v) => pct(m(v, "test", "sensitivity"))],
     ["Test specificity", (v) => pct(m(v, "test", "specificity"))],
     ["Threshold", (v) => num(v.threshold)],
-    ["Report", (v) => el("a", { href: `#/jobs/${v.job_id}/report`, text: "evaluation" })],
+    ["Report", (v) => (v.job_id ? el("a", { href: `#/jobs/${v.job_id}/report`, text: "evaluation" }) : el("span", { class: "muted", text: v.source || "imported" }))],
     ["", (v) => (prod === v.version ? el("span", { class: "muted", text: "in production" })
       : el("button", { type: "button", disabled: !v.fit_for_use, "aria-label": `Promote version ${v.version} to production`, text: "Promote to production",
         onclick: () => promote(v.version, "Promoted") }))],
