@@ -136,8 +136,12 @@ def train(args: argparse.Namespace, spec: TrainSpec, work: Path) -> tuple[Path, 
     return result.artifact_path, result.test_metrics, seconds, sizes
 
 
-def score(artifact_path: Path, test_dir: Path) -> tuple[np.ndarray, np.ndarray, Predictor, int, float]:
-    """Calibrated probabilities and label indices of every scorable TEST_DIR film, as served; (.., rejected, s)."""
+def score(
+    artifact_path: Path, test_dir: Path, *, tta: bool = False
+) -> tuple[np.ndarray, np.ndarray, Predictor, int, float]:
+    """Calibrated probabilities and label indices of every scorable TEST_DIR film, as served; (.., rejected, s).
+
+    ``tta`` scores as ``POST /v1/predictions?tta=true`` does (logits averaged over ``pipelines.tta.VARIANTS``)."""
     predictor = Predictor.load(artifact_path)
     art = predictor.artifact
     preprocessing = preprocessing_of(art)
@@ -153,7 +157,7 @@ def score(artifact_path: Path, test_dir: Path) -> tuple[np.ndarray, np.ndarray, 
                 rejected += 1
                 continue
             labels.append(art.class_names.index(label))
-        for p in predictor.predict(pixels):
+        for p in predictor.predict(pixels, tta=tta):
             probs.append([p.probabilities[c] for c in art.class_names])
     seconds = time.perf_counter() - t0
     return np.asarray(probs, dtype=np.float64), np.asarray(labels), predictor, rejected, seconds
@@ -185,7 +189,7 @@ def _fmt(value: Any, ci: list[float] | None = None) -> str:
 def table(figures: dict) -> str:
     """The printed table: the external set beside the internal test split."""
     ext, internal = figures["external"], figures["internal_test"]
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (
             "AUROC (95% CI)",
             _fmt(ext["auroc"], ext.get("auroc_ci95")),
@@ -206,14 +210,33 @@ def table(figures: dict) -> str:
         ("ECE", _fmt(ext["ece"]), "-"),
         ("n", _fmt(ext["n"]), _fmt(internal.get("n"))),
     ]
+    tta = figures.get("external_tta")
+    if tta:
+        rows = [
+            (*r, v)
+            for r, v in zip(
+                rows,
+                [
+                    _fmt(tta["auroc"], tta.get("auroc_ci95")),
+                    _fmt(tta["sensitivity"], tta.get("sensitivity_ci95")),
+                    _fmt(tta["specificity"], tta.get("specificity_ci95")),
+                    _fmt(tta["threshold"]),
+                    _fmt(tta["accuracy"]),
+                    _fmt(tta["ece"]),
+                    _fmt(tta["n"]),
+                ],
+                strict=True,
+            )
+        ]
     width = max(len(r[1]) for r in rows) + 2
+    iwidth = max(len(r[2]) for r in rows) + 2
     spec, sizes = figures["spec"], figures["splits"]
     lines = [
         f"recipe {figures['recipe']}: {spec['backbone']} {spec['strategy']} {spec['image_size']} px, "
         f"{spec['epochs']} epochs, weights {figures['weights']}; train/val/calibration/test "
         f"{sizes['train']}/{sizes['val']}/{sizes['calibration']}/{sizes['test']} films",
-        f"{'':<22}{'external (TEST_DIR)':<{width}}internal test",
-        *(f"{a:<22}{b:<{width}}{c}" for a, b, c in rows),
+        f"{'':<22}{'external (TEST_DIR)':<{width}}{'internal test':<{iwidth}}" + ("external, TTA" if tta else ""),
+        *(f"{r[0]:<22}{r[1]:<{width}}{r[2]:<{iwidth}}" + (r[3] if tta else "") for r in rows),
     ]
     t = figures["timings"]
     lines.append(
@@ -257,6 +280,10 @@ def run(args: argparse.Namespace) -> dict:
             raise ValueError(f"{args.test_dir} has classes that {args.train_dir} lacks: {', '.join(unknown)}")
         artifact, internal, train_s, sizes = train(args, spec, work)
         probs, labels, predictor, rejected, score_s = score(artifact, args.test_dir)
+        tta = None
+        if args.tta:
+            tta_probs, tta_labels, _, _, _ = score(artifact, args.test_dir, tta=True)
+            tta = external_metrics(tta_probs, tta_labels, predictor, resamples=args.resamples)
         figures = {
             "recipe": args.recipe,
             "spec": spec.to_dict(),
@@ -267,6 +294,7 @@ def run(args: argparse.Namespace) -> dict:
             "splits": sizes,
             "external": external_metrics(probs, labels, predictor, resamples=args.resamples),
             "external_rejected": rejected,
+            "external_tta": tta,
             "internal_test": {
                 k: internal.get(k)
                 for k in ("n", "auroc", "auroc_ci95", "accuracy", "sensitivity", "specificity", "threshold")
@@ -297,6 +325,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--recipe", default="default", choices=["baseline", "default"])
     ap.add_argument("--spec", action="append", default=[], metavar="KEY=VALUE", help="TrainSpec field override")
     ap.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the external AUROC CI")
+    ap.add_argument("--tta", action="store_true", help="also score TEST_DIR with test-time augmentation")
     ap.add_argument("--json", type=Path, help="also write the figures to this file")
     ap.add_argument("--demo-per-class", type=int, default=200, help="films of the larger class per demo set")
     ap.add_argument("--demo-test-per-class", type=int, default=None, help="default: --demo-per-class")

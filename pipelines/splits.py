@@ -65,29 +65,25 @@ def _deal_order(n_patients: int) -> list[int]:
     return [0] * n_patients
 
 
-# Calibration needs at least 40 films and 10 per class (pipelines/training/calibration.py: MIN_CAL_N,
-# MIN_PER_CLASS); validation is split only when both halves keep that much.
-CAL_MIN_FILMS = 80
-CAL_MIN_PER_CLASS = 20
+# Films of every class each half of validation must get before a calibration split is carved: the threshold's
+# one-sided 95% bound on sensitivity can reach 0.95 only from 59 positives up (pipelines/training/calibration.py),
+# and a temperature or conformal quantile fitted on fewer is noise.
+CAL_MIN_PER_CLASS = 60
 
 
 def carve_calibration(
-    val: Sequence[SplitItem],
-    *,
-    seed: int = 0,
-    min_films: int = CAL_MIN_FILMS,
-    min_per_class: int = CAL_MIN_PER_CLASS,
+    val: Sequence[SplitItem], *, seed: int = 0, min_per_class: int = CAL_MIN_PER_CLASS
 ) -> tuple[list[SplitItem], list[SplitItem]]:
     """Split validation into (model selection, calibration), whole patients each, stratified by label.
 
     The validation split picks the best epoch, so its scores flatter the model; a conformal quantile, a
     temperature or a threshold fitted on those same films is biased (coverage fell to 0.865 for a nominal
-    0.90). When validation has at least ``min_films`` films and ``min_per_class`` of every class, half of
-    its patients (by films, per stratum) become a calibration split used for nothing else. Otherwise
-    validation is returned whole with an empty calibration split.
+    0.90). When validation holds at least ``2 * min_per_class`` films of every class, half of its patients
+    (by films, per stratum) become a calibration split used for nothing else. Otherwise validation is
+    returned whole with an empty calibration split: halving it would leave the threshold too few positives.
     """
     counts = Counter(i.label for i in val)
-    if len(val) < min_films or not counts or min(counts.values()) < min_per_class:
+    if not counts or min(counts.values()) < 2 * min_per_class:
         return list(val), []
     by_patient: dict[str, list[SplitItem]] = defaultdict(list)
     for item in val:

@@ -54,3 +54,23 @@ def test_heartbeat_renews_only_the_lease_it_owns(tmp_path: Path, table: type[Job
             seen.add(heartbeat_of(url, table, mine))
             time.sleep(0.02)
     assert heartbeat_of(url, table, theirs) == before_theirs
+
+
+def test_a_stalled_worker_does_not_record_a_result_for_a_job_taken_over(tmp_path: Path) -> None:
+    """The stalled worker finishes training after another worker took the job over: it registers nothing."""
+    from hilum.jobstate import record_training_result
+    from hilum.storage import Storage
+    from hilum.tables import ModelVersion
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    upgrade_to_head(url)
+    job_id = make_row(url, Job, worker="host:2")  # host:1 held it, stalled, and host:2 claimed it since
+    stale = tmp_path / "stale-model.pt"  # never read: ownership is checked before the artifact is opened
+    recorded = record_training_result(
+        url, Storage(tmp_path / "data"), job_id, worker="host:1", artifact_path=stale, metrics={"val": {}}
+    )
+    assert recorded is False
+    with session_scope(url) as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.status == "running" and job.worker == "host:2"
+        assert session.query(ModelVersion).count() == 0

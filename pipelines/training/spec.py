@@ -16,14 +16,15 @@ AUGMENTS: tuple[str, ...] = ("scanner", "basic", "none")
 EARLY_STOPPING_METRICS: tuple[str, ...] = ("auroc", "auroc_loss")
 
 # Spec overrides that give back the recipe before issue 12 (mild augmentation, hard labels, raw weights,
-# selection on validation AUROC alone, no early stopping). A stored spec that lacks a recipe field predates it,
-# so ``from_dict`` fills that field from here.
+# selection on validation AUROC alone, no early stopping, the threshold from the point estimate of
+# sensitivity). A stored spec that lacks a recipe field predates it, so ``from_dict`` fills that field from here.
 BASELINE_RECIPE: dict = {
     "augment": "basic",
     "label_smoothing": 0.0,
     "ema_decay": None,
     "early_stopping_patience": None,
     "early_stopping_metric": "auroc",
+    "sensitivity_confidence": 0.0,
 }
 CLASS_BALANCES: tuple[str, ...] = ("weighted_loss", "sampler", "none")
 

@@ -51,21 +51,21 @@ def test_fractions_must_sum_to_one() -> None:
 def test_calibration_is_carved_patient_level_from_a_large_validation_split() -> None:
     from pipelines.splits import carve_calibration
 
-    val = make_items(60, 2)  # 120 films, 60 per class
+    val = make_items(130, 2)  # 260 films, 130 per class
     select, calibration = carve_calibration(val, seed=1)
     assert len(select) + len(calibration) == len(val)
     assert {i.patient_key for i in select}.isdisjoint({i.patient_key for i in calibration})
     for half in (select, calibration):
         labels = [i.label for i in half]
-        assert labels.count("NORMAL") >= 20 and labels.count("PNEUMONIA") >= 20
-        assert abs(len(half) - 60) <= 2
+        assert labels.count("NORMAL") >= 60 and labels.count("PNEUMONIA") >= 60
+        assert abs(len(half) - 130) <= 2
     assert carve_calibration(val, seed=1) == (select, calibration)
     assert carve_calibration(val, seed=2) != (select, calibration)
 
 
-@pytest.mark.parametrize(("n_patients", "labels"), [(30, ("NORMAL", "PNEUMONIA")), (90, ("A", "B", "C", "D", "E"))])
+@pytest.mark.parametrize(("n_patients", "labels"), [(236, ("NORMAL", "PNEUMONIA")), (400, ("A", "B", "C", "D", "E"))])
 def test_a_small_validation_split_serves_both_roles(n_patients: int, labels: tuple[str, ...]) -> None:
-    """Under 80 films, or under 20 of some class, halving validation would leave calibration too few films."""
+    """Under 120 films of some class, halving validation would leave the threshold too few positives."""
     from pipelines.splits import carve_calibration
 
     val = make_items(n_patients, 1, labels)

@@ -19,7 +19,9 @@ pytestmark = pytest.mark.e2e
 CLASSES = ["NORMAL", "PNEUMONIA"]
 
 
-def artifact_bytes(path: Path, *, classes: list[str] = CLASSES, backbone: str = "test_resnet") -> bytes:
+def artifact_bytes(
+    path: Path, *, classes: list[str] = CLASSES, backbone: str = "test_resnet", fit_for_use: bool = True
+) -> bytes:
     """A Hilum artifact as another site exports it (random weights: import checks format, not skill)."""
     torch.manual_seed(0)
     model = create_backbone("test_resnet", weights="none", num_classes=len(classes))
@@ -34,7 +36,7 @@ def artifact_bytes(path: Path, *, classes: list[str] = CLASSES, backbone: str = 
         positive_class="PNEUMONIA" if "PNEUMONIA" in classes else None,
         metrics={"val": {"auroc": 0.9}},
         preprocessing={"max_side": 512, "image_size": 64, "mean": 0.5, "std": 0.25},
-        fitness={"fit_for_use": True, "assessed": True, "reasons": []},
+        fitness={"fit_for_use": fit_for_use, "assessed": True, "reasons": [] if fit_for_use else ["no skill"]},
     ).save(path)
     return path.read_bytes()
 

@@ -169,6 +169,26 @@ def test_a_refused_file_says_why(web: Web, keys: dict[str, str], trained: dict, 
     assert "This file was refused: not a PNG, JPEG or DICOM file" in alert.inner_text()
 
 
+def test_the_default_version_is_one_fit_for_use(web: Web, stack: Stack, keys: dict[str, str], tmp_path: Path) -> None:
+    """Without a production alias the default answer comes from the newest version fit for use, and says so."""
+    from tests.service.test_warm_start import artifact_bytes, import_model
+
+    with stack.client() as admin:
+        for name, fits in (("web-fit-then-unfit", (True, False)), ("web-never-fit", (False,))):
+            for i, fit in enumerate(fits):
+                data = artifact_bytes(tmp_path / f"{name}-{i}.pt", fit_for_use=fit)
+                r = import_model(admin, name, data)
+                assert r.status_code == 201, r.text
+    page = web.page(keys["clinician"])
+    page.get_by_role("heading", name="Ask about a film").wait_for()
+    model, version = page.get_by_label("Model"), page.get_by_label("Version")
+    model.select_option("web-fit-then-unfit")
+    assert version.locator("option").first.inner_text() == "default (version 1)"
+    assert version.locator("option", has_text="version 2 (not fit for use)").count() == 1
+    model.select_option("web-never-fit")
+    assert version.locator("option").first.inner_text() == "default (no version is fit for use)"
+
+
 # --------------------------------------------------------------------------- staff
 
 
