@@ -43,7 +43,8 @@ def test_demo_prints_the_table_and_writes_the_figures(
     ext = figures["external"]
     for key in ("n", "auroc", "auroc_ci95", "sensitivity", "sensitivity_ci95", "specificity", "specificity_ci95"):
         assert key in ext
-    assert {"ece", "accuracy", "threshold", "class_counts"} <= set(ext)
+    assert {"ece", "accuracy", "threshold", "class_counts", "specificity_at_target_sensitivity"} <= set(ext)
+    assert "spec. at target sens.*" in printed
     # The demo test set is 1:3 NORMAL:PNEUMONIA from the film scanner, every film scored.
     assert ext["class_counts"] == {"NORMAL": 7, "PNEUMONIA": 20} and ext["n"] == 27
     assert figures["external_rejected"] == 0
@@ -97,3 +98,14 @@ def test_test_folder_with_an_unknown_class_is_refused_before_training(
 def test_folders_are_both_or_neither(quality: ModuleType, tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         quality.main([str(tmp_path)])
+
+
+def test_best_specificity_is_the_oracle_threshold_on_the_scored_films(quality: ModuleType) -> None:
+    import numpy as np
+
+    p = np.array([0.1, 0.2, 0.3, 0.4, 0.35, 0.6, 0.7, 0.8, 0.9, 0.95])
+    is_pos = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1], dtype=bool)
+    # Every positive caught (sensitivity 1.0) needs threshold 0.35: 3 of 4 negatives below it.
+    assert quality.best_specificity(p, is_pos, 0.95) == 0.75
+    assert quality.best_specificity(p, is_pos, 0.8) == 1.0  # 5 of 6 positives above every negative
+    assert quality.best_specificity(p, np.ones(10, dtype=bool), 0.95) is None
