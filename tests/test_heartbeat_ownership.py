@@ -64,8 +64,11 @@ def test_a_stalled_worker_does_not_record_a_result_for_a_job_taken_over(tmp_path
 
     url = f"sqlite:///{tmp_path / 'h.db'}"
     upgrade_to_head(url)
+    from tests.service.test_warm_start import artifact_bytes
+
     job_id = make_row(url, Job, worker="host:2")  # host:1 held it, stalled, and host:2 claimed it since
-    stale = tmp_path / "stale-model.pt"  # never read: ownership is checked before the artifact is opened
+    stale = tmp_path / "stale-model.pt"  # a real artifact: without the ownership check it would be registered
+    artifact_bytes(stale)
     recorded = record_training_result(
         url, Storage(tmp_path / "data"), job_id, worker="host:1", artifact_path=stale, metrics={"val": {}}
     )

@@ -102,3 +102,17 @@ def test_an_artifact_without_trust_fields_answers_none(trained: tuple[Path, list
     (pred,) = Predictor(art).predict([load_canonical(trained[1][0][0])])
     assert pred.prediction_set is None and pred.coverage is None
     assert pred.in_distribution is None and pred.ood_score is None and pred.ood_threshold is None
+
+
+def test_served_probabilities_apply_the_artifact_temperature(trained: tuple[Path, list], tmp_path: Path) -> None:
+    """softmax(logits / T) with the artifact's T: a tiny run's T may be 1.0, so this one is set to 3.0."""
+    artifact_path, test = trained
+    art = dataclasses.replace(ClassifierArtifact.load(artifact_path), temperature=3.0)
+    art.save(tmp_path / "t3.pt")
+    images = [load_canonical(p) for p, _ in test]
+    served = Predictor.load(tmp_path / "t3.pt").probabilities(images)
+    x = torch.stack([to_model_input(im, image_size=art.image_size, mean=art.mean, std=art.std) for im in images])
+    with torch.inference_mode():
+        logits = art.build_model()(x)
+    np.testing.assert_allclose(served, torch.softmax(logits / 3.0, dim=1).numpy(), atol=1e-5)
+    assert not np.allclose(served, torch.softmax(logits, dim=1).numpy(), atol=1e-3)

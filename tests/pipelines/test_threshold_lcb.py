@@ -79,3 +79,30 @@ def test_operating_point_move_reports_test_deltas_with_intervals() -> None:
     assert move["delta"]["test"]["sensitivity"] < 0
     assert test["sensitivity_ci95"][0] <= test["sensitivity"] <= test["sensitivity_ci95"][1]
     assert "validation" not in move["delta"]
+
+
+@pytest.mark.parametrize("confidence", [0.0, 0.95])
+def test_the_trained_threshold_follows_the_spec_rule(tmp_path, confidence: float) -> None:  # noqa: ANN001
+    """train_classifier applies the spec's rule: the stored threshold is the rule's threshold on the stored scores."""
+    from models.artifact import ClassifierArtifact
+    from pipelines.train import TrainData, train_classifier
+    from tests.pipelines.conftest import CLASSES, write_films
+
+    data = TrainData(
+        CLASSES,
+        write_films(tmp_path, "train", 30, seed=1),
+        write_films(tmp_path, "val", 25, seed=2),
+        write_films(tmp_path, "test", 5, seed=3),
+    )
+    spec = TrainSpec(
+        "test_resnet", "full", epochs=2, image_size=48, batch_size=16, lr=3e-3, bootstrap_resamples=0,
+        target_sensitivity=0.9, sensitivity_confidence=confidence,
+    )  # fmt: skip
+    art = ClassifierArtifact.load(train_classifier(spec, data, tmp_path / "job").artifact_path)
+    vp = art.val_predictions
+    p_pos, is_pos = np.asarray(vp["p_pos"]), np.asarray(vp["is_pos"], dtype=bool)
+    expected, _ = C.threshold_for_sensitivity(p_pos, is_pos, 0.9, confidence=confidence)
+    other, _ = C.threshold_for_sensitivity(p_pos, is_pos, 0.9, confidence=0.95 - confidence)
+    assert expected != other, "25 positives: the point rule and the 95% bound must pick different thresholds"
+    assert art.threshold == expected
+    assert art.operating_point["sensitivity_confidence"] == confidence
