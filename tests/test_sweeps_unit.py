@@ -34,8 +34,7 @@ from hilum.sweeps import (
     reconcile_sweeps,
 )
 from hilum.tables import Dataset, Job, ModelVersion, Sweep, utcnow
-from models.artifact import ClassifierArtifact
-from models.backbones import create_backbone, model_args
+from tests.artifacts import tiny_artifact
 from tests.conftest import REDIS_HOST, create_pg_database, drop_pg_database
 
 # --------------------------------------------------------------------------- the grid and its budget
@@ -132,18 +131,7 @@ def trained(storage: Storage, job_id: str, *, val_loss: float) -> None:
     """What a succeeded member leaves in its job folder: the artifact and the report."""
     out = storage.job_dir(job_id)
     (out / "report").mkdir(parents=True)
-    model = create_backbone("test_resnet", weights="none", num_classes=2)
-    ClassifierArtifact(
-        state_dict=model.state_dict(),
-        backbone="test_resnet",
-        model_args=model_args("test_resnet", 2),
-        class_names=["NORMAL", "PNEUMONIA"],
-        image_size=32,
-        mean=0.5,
-        std=0.25,
-        positive_class="PNEUMONIA",
-        threshold=0.4,
-    ).save(out / "model.pt")
+    tiny_artifact(out / "model.pt", threshold=0.4, seed=None)
     history = [{"val": {"loss": 0.69}}, {"val": {"loss": val_loss}}]
     (out / "report" / "report.json").write_text(json.dumps({"best_epoch": 2, "history": history}))
 

@@ -14,39 +14,26 @@ from hilum.registry import artifact_fitness, register_version
 from hilum.storage import Storage
 from hilum.tables import Dataset, Job, ModelVersion
 from models.artifact import ClassifierArtifact
-from models.backbones import create_backbone, model_args
 from service.domain import registry
 from service.errors import Conflict
+from tests.artifacts import tiny_artifact
 
 UNFIT = {"fit_for_use": False, "reasons": ["validation loss never below chance (0.693)"]}
 
 
-def tiny_artifact(path: Path, fitness: dict | None) -> Path:
-    model = create_backbone("test_resnet", weights="none", num_classes=2)
+def with_fitness(path: Path, fitness: dict | None) -> Path:
     fields = {f.name for f in dataclasses.fields(ClassifierArtifact)}
     extra: dict = {}
     if fitness is not None:  # the artifact's own field when it has one, else its metadata (older artifacts)
         extra = {"fitness": fitness} if "fitness" in fields else {"metadata": {"fitness": fitness}}
-    ClassifierArtifact(
-        state_dict=model.state_dict(),
-        backbone="test_resnet",
-        model_args=model_args("test_resnet", 2),
-        class_names=["NORMAL", "PNEUMONIA"],
-        image_size=32,
-        mean=0.5,
-        std=0.25,
-        positive_class="PNEUMONIA",
-        threshold=0.4,
-        **extra,
-    ).save(path)
-    return path
+    return tiny_artifact(path, threshold=0.4, seed=None, **extra)
 
 
 def test_artifact_fitness(tmp_path: Path) -> None:
-    assert artifact_fitness(tiny_artifact(tmp_path / "old.pt", None))[0] is True  # not assessed: served as before
-    assert artifact_fitness(tiny_artifact(tmp_path / "fit.pt", {"fit_for_use": True, "reasons": []})) == (True, [])
-    assert artifact_fitness(tiny_artifact(tmp_path / "unfit.pt", UNFIT)) == (False, UNFIT["reasons"])
-    fit, reasons = artifact_fitness(tiny_artifact(tmp_path / "bare.pt", {"fit_for_use": False}))
+    assert artifact_fitness(with_fitness(tmp_path / "old.pt", None))[0] is True  # not assessed: served as before
+    assert artifact_fitness(with_fitness(tmp_path / "fit.pt", {"fit_for_use": True, "reasons": []})) == (True, [])
+    assert artifact_fitness(with_fitness(tmp_path / "unfit.pt", UNFIT)) == (False, UNFIT["reasons"])
+    fit, reasons = artifact_fitness(with_fitness(tmp_path / "bare.pt", {"fit_for_use": False}))
     assert fit is False and reasons  # an unfit verdict always carries a reason
 
 
@@ -66,7 +53,7 @@ def test_registration_records_fitness_and_the_registry_acts_on_it(db: str, tmp_p
             job = Job(id=f"j{i}", dataset_id="d1", status="running", spec={}, model_name="m")
             session.add(job)
             session.flush()
-            path = tiny_artifact(tmp_path / f"a{i}.pt", fitness)
+            path = with_fitness(tmp_path / f"a{i}.pt", fitness)
             register_version(
                 session, storage, job, artifact=path, backbone="test_resnet", class_names=[], threshold=0.4, metrics={}
             )

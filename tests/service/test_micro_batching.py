@@ -11,16 +11,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from hilum.db import session_scope
 from hilum.registry import register_version
 from hilum.storage import Storage
 from hilum.tables import Dataset, Job
-from models.artifact import ClassifierArtifact
-from models.backbones import create_backbone, model_args
 from pipelines.synthetic import render_cxr
+from tests.artifacts import tiny_artifact
 from tests.conftest import Stack
 from tests.service.ops import ops_stack
 from tests.service.test_metrics import samples, value
@@ -33,21 +31,7 @@ CONCURRENT = 8
 
 def register_tiny_model(stack: Stack, name: str = MODEL) -> None:
     """Version 1 of ``name``: an untrained test_resnet at 32 px, registered as a finished job registers one."""
-    torch.manual_seed(0)
-    model = create_backbone("test_resnet", weights="none", num_classes=2)
-    path = stack.data_dir.parent / f"{name}.pt"
-    ClassifierArtifact(
-        state_dict=model.state_dict(),
-        backbone="test_resnet",
-        model_args=model_args("test_resnet", 2),
-        class_names=["NORMAL", "PNEUMONIA"],
-        image_size=32,
-        mean=0.5,
-        std=0.25,
-        positive_class="PNEUMONIA",
-        threshold=0.5,
-        weights="none",
-    ).save(path)
+    path = tiny_artifact(stack.data_dir.parent / f"{name}.pt", weights="none")
     with session_scope(stack.database_url) as session:
         session.add(Dataset(id=f"ds-{name}", name=name, status="ready"))
         job = Job(id=f"job-{name}", dataset_id=f"ds-{name}", status="succeeded", spec={}, model_name=name)

@@ -19,13 +19,12 @@ from hilum.migrate import upgrade_to_head
 from hilum.registry import register_version
 from hilum.storage import Storage
 from hilum.tables import Dataset, Job
-from models.artifact import ClassifierArtifact
-from models.backbones import create_backbone, model_args
 from pipelines.synthetic import render_cxr
 from service.batcher import MicroBatcher
 from service.domain import predictions, registry
 from service.errors import Invalid
 from service.model_cache import ModelCache
+from tests.artifacts import tiny_artifact
 
 PREPROCESSING = {
     "max_side": 64,
@@ -51,21 +50,7 @@ def serving(tmp_path: Path) -> tuple[str, predictions.Serving]:
     upgrade_to_head(url)
     storage = Storage(tmp_path / "data")
     storage.ensure()
-    model = create_backbone("test_resnet", weights="none", num_classes=2)
-    path = tmp_path / "model.pt"
-    ClassifierArtifact(
-        state_dict=model.state_dict(),
-        backbone="test_resnet",
-        model_args=model_args("test_resnet", 2),
-        class_names=["NORMAL", "PNEUMONIA"],
-        image_size=32,
-        mean=0.5,
-        std=0.25,
-        positive_class="PNEUMONIA",
-        threshold=0.5,
-        preprocessing=PREPROCESSING,
-        weights="none",
-    ).save(path)
+    path = tiny_artifact(tmp_path / "model.pt", seed=None, preprocessing=PREPROCESSING, weights="none")
     with session_scope(url) as session:
         session.add(Dataset(id="d1", name="d", status="ready"))
         job = Job(id="j1", dataset_id="d1", status="running", spec={}, model_name="m")

@@ -9,9 +9,8 @@ import httpx
 import pytest
 import torch
 
-from models.artifact import ClassifierArtifact
-from models.backbones import create_backbone, model_args
 from pipelines.synthetic import write_zip
+from tests.artifacts import tiny_artifact
 from tests.conftest import Stack, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -23,21 +22,16 @@ def artifact_bytes(
     path: Path, *, classes: list[str] = CLASSES, backbone: str = "test_resnet", fit_for_use: bool = True
 ) -> bytes:
     """A Hilum artifact as another site exports it (random weights: import checks format, not skill)."""
-    torch.manual_seed(0)
-    model = create_backbone("test_resnet", weights="none", num_classes=len(classes))
-    ClassifierArtifact(
-        state_dict=model.state_dict(),
+    tiny_artifact(
+        path,
         backbone=backbone,
-        model_args=model_args(backbone, len(classes)),
         class_names=classes,
         image_size=64,
-        mean=0.5,
-        std=0.25,
-        positive_class="PNEUMONIA" if "PNEUMONIA" in classes else None,
+        threshold=None,
         metrics={"val": {"auroc": 0.9}},
         preprocessing={"max_side": 512, "image_size": 64, "mean": 0.5, "std": 0.25},
         fitness={"fit_for_use": fit_for_use, "assessed": True, "reasons": [] if fit_for_use else ["no skill"]},
-    ).save(path)
+    )
     return path.read_bytes()
 
 
