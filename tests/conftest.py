@@ -79,6 +79,26 @@ def drop_pg_database(name: str) -> None:
     engine.dispose()
 
 
+@contextlib.contextmanager
+def migrated_database(kind: str, folder: Path) -> Iterator[str]:
+    """A migrated, empty database: SQLite in ``folder`` or a fresh PostgreSQL one (dropped afterwards)."""
+    from hilum.db import get_engine
+    from hilum.migrate import upgrade_to_head
+
+    if kind == "sqlite":
+        url = f"sqlite:///{folder / 'hilum.db'}"
+        upgrade_to_head(url)
+        yield url
+        return
+    url, name = create_pg_database()
+    try:
+        upgrade_to_head(url)
+        yield url
+    finally:
+        get_engine(url).dispose()
+        drop_pg_database(name)
+
+
 @dataclass
 class Stack:
     """A running Hilum: API over real HTTP, a Celery worker, Redis and a database."""

@@ -17,9 +17,8 @@ from sqlalchemy import delete
 
 from hilum.db import get_engine, session_scope
 from hilum.jobstate import Claim, claim_dataset, claim_job
-from hilum.migrate import upgrade_to_head
 from hilum.tables import Dataset, Job, utcnow
-from tests.conftest import create_pg_database, drop_pg_database
+from tests.conftest import migrated_database
 
 CLAIMERS = 8
 LEASE_S = 60.0
@@ -27,18 +26,8 @@ LEASE_S = 60.0
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('claims') / 'claims.db'}"
-        upgrade_to_head(url)
+    with migrated_database(request.param, tmp_path_factory.mktemp("claims")) as url:
         yield url
-        return
-    url, name = create_pg_database()
-    try:
-        upgrade_to_head(url)
-        yield url
-    finally:
-        get_engine(url).dispose()
-        drop_pg_database(name)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from hilum.db import get_engine, session_scope
+from hilum.db import session_scope
 from hilum.migrate import upgrade_to_head
 from hilum.queue import make_celery
 from hilum.recovery import reconcile
@@ -35,7 +35,7 @@ from hilum.sweeps import (
 )
 from hilum.tables import Dataset, Job, ModelVersion, Sweep, utcnow
 from tests.artifacts import tiny_artifact
-from tests.conftest import REDIS_HOST, create_pg_database, drop_pg_database
+from tests.conftest import REDIS_HOST, migrated_database
 
 # --------------------------------------------------------------------------- the grid and its budget
 
@@ -108,18 +108,8 @@ def test_nothing_succeeded_means_no_best_and_a_reason() -> None:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'sweeps.db'}"
-        upgrade_to_head(url)
+    with migrated_database(request.param, tmp_path) as url:
         yield url
-        return
-    url, name = create_pg_database()
-    try:
-        upgrade_to_head(url)
-        yield url
-    finally:
-        get_engine(url).dispose()
-        drop_pg_database(name)
 
 
 @pytest.fixture
