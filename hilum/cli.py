@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from hilum.client.commands import datasets, jobs, models
+from hilum.client.commands import datasets, jobs, models, sweeps
 from hilum.client.commands.auth import login, logout
 from hilum.client.commands.predict import predict
 from hilum.settings import Settings, get_settings
@@ -35,6 +35,7 @@ app.command(rich_help_panel=CLIENT)(logout)
 app.add_typer(datasets.app, name="datasets", rich_help_panel=CLIENT)
 app.add_typer(jobs.app, name="jobs", rich_help_panel=CLIENT)
 app.add_typer(models.app, name="models", rich_help_panel=CLIENT)
+app.add_typer(sweeps.app, name="sweeps", rich_help_panel=CLIENT)
 app.command(rich_help_panel=CLIENT)(predict)
 app.add_typer(weights_app, name="weights", rich_help_panel=ADMIN)
 

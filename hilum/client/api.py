@@ -112,11 +112,45 @@ class HilumClient:
     def set_alias(self, name: str, alias: str, version: int) -> JSON:
         return dict(self._json("PUT", f"/v1/models/{name}/aliases/{alias}", json={"version": version}))
 
+    def import_model(self, path: Path, *, model_name: str, on_bytes: Callable[[int], None] = lambda n: None) -> JSON:
+        """``POST /v1/models/import`` (admin): stream the artifact as multipart ``file`` with field ``model_name``."""
+        with path.open("rb") as fh:
+            body = MultipartUpload(fh, filename=path.name, fields={"model_name": model_name}, on_bytes=on_bytes)
+            headers = {"Content-Type": body.content_type, "Content-Length": str(body.content_length)}
+            timeout = httpx.Timeout(None, connect=10.0)  # the server loads and checks the artifact
+            return dict(
+                self._json("POST", "/v1/models/import", content=body.stream(), headers=headers, timeout=timeout)
+            )
+
     def predict(
-        self, model: str, fh: BinaryIO, filename: str, *, version: int | None, alias: str | None, heatmap: bool
+        self,
+        model: str,
+        fh: BinaryIO,
+        filename: str,
+        *,
+        version: int | None,
+        alias: str | None,
+        heatmap: bool,
+        tta: bool = False,
     ) -> JSON:
-        params = _drop_none(version=version, alias=alias, heatmap="true" if heatmap else None)
+        params = _drop_none(
+            version=version, alias=alias, heatmap="true" if heatmap else None, tta="true" if tta else None
+        )
         return dict(self._json("POST", f"/v1/models/{model}/predict", params=params, files={"file": (filename, fh)}))
+
+    # ---- sweeps ---------------------------------------------------------------------------------------
+    def create_sweep(self, spec: JSON, *, idempotency_key: str | None = None) -> JSON:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return dict(self._json("POST", "/v1/sweeps", json=spec, headers=headers))
+
+    def list_sweeps(self, *, dataset_id: str | None = None, limit: int = 50) -> list[JSON]:
+        return list(self._json("GET", "/v1/sweeps", params=_drop_none(dataset_id=dataset_id, limit=limit)))
+
+    def get_sweep(self, sweep_id: str) -> JSON:
+        return dict(self._json("GET", f"/v1/sweeps/{sweep_id}"))
+
+    def cancel_sweep(self, sweep_id: str) -> JSON:
+        return dict(self._json("POST", f"/v1/sweeps/{sweep_id}/cancel"))
 
 
 def check(response: httpx.Response) -> None:

@@ -20,10 +20,10 @@ from models.backbones import KNOWN_BACKBONES
 from pipelines.train import TrainSpec
 from pipelines.training.warm_start import match_classes
 from service.errors import Conflict, Invalid, NotFound, Unavailable
-from service.schemas.jobs import JobCreate, JobPublic
+from service.schemas.jobs import JobCreate, JobPublic, RecipeFields
 
 log = logging.getLogger(__name__)
-RECIPE_FIELDS = {"augment", "label_smoothing", "ema_decay", "early_stopping_patience", "early_stopping_metric"}
+RECIPE_FIELDS = set(RecipeFields.model_fields)
 
 
 def create_job(

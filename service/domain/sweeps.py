@@ -18,12 +18,14 @@ from hilum.tables import Job, Sweep, new_id, utcnow
 from pipelines.train import TrainSpec
 from service.domain.jobs import _check_request
 from service.errors import Conflict, Invalid, NotFound, Unavailable
-from service.schemas.jobs import JobCreate
+from service.schemas.jobs import JobCreate, RecipeFields
 from service.schemas.sweeps import SweepCreate, SweepMember, SweepPublic
 
 log = logging.getLogger(__name__)
 
+# What every member shares: the job fields a sweep takes, and its training recipe (where null means "off").
 SHARED_FIELDS = {"epochs", "batch_size", "seed", "target_sensitivity", "lr"}
+RECIPE_FIELDS = set(RecipeFields.model_fields)
 
 
 def create_sweep(
@@ -54,7 +56,7 @@ def create_sweep(
             f"the budget allows no member: budget.max_total_epochs {budget.max_total_epochs} is less than "
             f"epochs {request.epochs}; raise the budget or lower epochs"
         )
-    shared = request.model_dump(include=SHARED_FIELDS, exclude_none=True)
+    shared = request.model_dump(include=SHARED_FIELDS, exclude_none=True) | request.model_dump(include=RECIPE_FIELDS)
     for config in run + skipped:  # a bad config is refused even when the budget would have left it out
         _check_request(session, _as_job(request, config))
     now = utcnow()
@@ -104,7 +106,7 @@ def _as_job(request: SweepCreate, config: core.Config) -> JobCreate:
         dataset_id=request.dataset_id,
         model_name=request.model_name,
         weights=request.weights,
-        **request.model_dump(include=SHARED_FIELDS),
+        **request.model_dump(include=SHARED_FIELDS | RECIPE_FIELDS),
         **config.as_dict(),
     )
 

@@ -32,7 +32,41 @@ class InitFrom(BaseModel):
     )
 
 
-class JobCreate(BaseModel):
+class RecipeFields(BaseModel):
+    """The training recipe's fields, shared by a job and a sweep's members (defaults: pipelines/training/spec.py)."""
+
+    sensitivity_confidence: float = Field(
+        0.95,
+        ge=0,
+        lt=1,
+        description="the threshold must keep sensitivity's one-sided lower bound (Clopper-Pearson) at this "
+        "confidence >= target_sensitivity; 0 uses the point estimate",
+    )
+    augment: Literal["scanner", "basic", "none"] = Field(
+        "scanner",
+        description="training augmentation: 'scanner' mimics other scanners (contrast/gamma, window/level, blur, "
+        "grain, down-up sampling, collimation bands, small rotation and scale), 'basic' only small geometry "
+        "and brightness, 'none' off; never flips",
+    )
+    label_smoothing: float = Field(0.1, ge=0, le=0.5, description="share of each label spread over the classes")
+    ema_decay: float | None = Field(
+        0.998,
+        gt=0,
+        lt=1,
+        description="decay of the moving average of the weights that is validated and kept; null: the raw weights",
+    )
+    early_stopping_patience: int | None = Field(
+        3, ge=1, le=300, description="epochs without improvement before training stops; null: train every epoch"
+    )
+    early_stopping_metric: Literal["auroc", "auroc_loss"] = Field(
+        "auroc_loss",
+        description="'auroc_loss': an epoch improves on a higher validation AUROC or, at an equal AUROC (it often "
+        "saturates at 1.0), a lower validation loss; 'auroc': on a higher AUROC only (a tie on loss keeps the "
+        "weights but not the clock)",
+    )
+
+
+class JobCreate(RecipeFields):
     """A training job. Fields beyond the first seven have sensible defaults."""
 
     model_config = ConfigDict(
@@ -74,35 +108,6 @@ class JobCreate(BaseModel):
     lr: float | None = Field(None, gt=0, le=1.0)
     seed: int = Field(0, ge=0)
     target_sensitivity: float = Field(0.95, gt=0, lt=1)
-    sensitivity_confidence: float = Field(
-        0.95,
-        ge=0,
-        lt=1,
-        description="the threshold must keep sensitivity's one-sided lower bound (Clopper-Pearson) at this "
-        "confidence >= target_sensitivity; 0 uses the point estimate",
-    )
-    augment: Literal["scanner", "basic", "none"] = Field(
-        "scanner",
-        description="training augmentation: 'scanner' mimics other scanners (contrast/gamma, window/level, blur, "
-        "grain, down-up sampling, collimation bands, small rotation and scale), 'basic' only small geometry "
-        "and brightness, 'none' off; never flips",
-    )
-    label_smoothing: float = Field(0.1, ge=0, le=0.5, description="share of each label spread over the classes")
-    ema_decay: float | None = Field(
-        0.998,
-        gt=0,
-        lt=1,
-        description="decay of the moving average of the weights that is validated and kept; null: the raw weights",
-    )
-    early_stopping_patience: int | None = Field(
-        3, ge=1, le=300, description="epochs without improvement before training stops; null: train every epoch"
-    )
-    early_stopping_metric: Literal["auroc", "auroc_loss"] = Field(
-        "auroc_loss",
-        description="'auroc_loss': an epoch improves on a higher validation AUROC or, at an equal AUROC (it often "
-        "saturates at 1.0), a lower validation loss; 'auroc': on a higher AUROC only (a tie on loss keeps the "
-        "weights but not the clock)",
-    )
 
 
 class JobPublic(BaseModel):

@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.schemas.common import UtcDatetime
-from service.schemas.jobs import MODEL_NAME_PATTERN
+from service.schemas.jobs import MODEL_NAME_PATTERN, RecipeFields
 
 SweepStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -22,7 +22,7 @@ class SweepBudget(BaseModel):
     max_minutes: int | None = Field(None, ge=1, le=7 * 24 * 60, description="members not started by then are cancelled")
 
 
-class SweepCreate(BaseModel):
+class SweepCreate(RecipeFields):
     """A grid of training jobs (backbones x strategies x image sizes); the best member becomes a version."""
 
     model_config = ConfigDict(

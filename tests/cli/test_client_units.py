@@ -7,10 +7,12 @@ import os
 import socket
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from hilum.client.config import ClientSettings, config_path, resolve, write_file
@@ -167,7 +169,7 @@ def test_statuses_a_stack_cannot_easily_produce(
 def test_help_lists_client_and_admin_commands(tmp_path: Path) -> None:
     result = invoke("--help", env=client_env(tmp_path))
     assert result.exit_code == 0
-    for command in ("login", "logout", "datasets", "jobs", "models", "predict"):
+    for command in ("login", "logout", "datasets", "jobs", "models", "sweeps", "predict"):
         assert command in result.stdout
     for command in ("run", "worker", "migrate", "synth", "create-key", "weights"):
         assert command in result.stdout
@@ -260,3 +262,332 @@ def test_the_client_never_imports_service_code_nor_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ---- issue 12: recipe, warm start, sweeps, import, TTA (request bodies checked against a mock transport) ----
+
+
+class MockApi:
+    """Every request the client sends, answered from ``routes`` ((method, path) -> body, (status, body), or a
+    callable taking the request); installed where commands build their client."""
+
+    def __init__(self, routes: dict[tuple[str, str], Any]) -> None:
+        self.routes = routes
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        request.read()
+        self.requests.append(request)
+        answer = self.routes[(request.method, request.url.path)]
+        if callable(answer):
+            answer = answer(request)
+        status, body = answer if isinstance(answer, tuple) else (200, answer)
+        return httpx.Response(status, json=body)
+
+    def bodies(self, method: str, path: str) -> list[Any]:
+        return [json.loads(r.content) for r in self.requests if (r.method, r.url.path) == (method, path)]
+
+
+@pytest.fixture
+def mock_api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., tuple[MockApi, dict[str, str]]]:
+    from hilum.client.api import HilumClient
+
+    def install(routes: dict[tuple[str, str], Any]) -> tuple[MockApi, dict[str, str]]:
+        api = MockApi(routes)
+
+        def build(url: str, key: str, **kwargs: Any) -> HilumClient:
+            return HilumClient(url, key, transport=httpx.MockTransport(api))
+
+        monkeypatch.setattr("hilum.client.output.HilumClient", build)
+        return api, client_env(tmp_path, url="http://hilum.test", key="hk_x")
+
+    return install
+
+
+def job_answer(request: httpx.Request) -> tuple[int, dict]:
+    spec = json.loads(request.content)
+    return 202, {
+        "id": "j1",
+        "dataset_id": spec["dataset_id"],
+        "status": "queued",
+        "model_name": spec.get("model_name", "pneumonia"),
+        "spec": {"backbone": spec.get("backbone", "test_resnet"), **spec},
+        "weights": spec.get("weights", "none"),
+        "init_from": spec.get("init_from"),
+        "created_at": "2026-01-31T09:15:00Z",
+    }
+
+
+JOBS = {("POST", "/v1/jobs"): job_answer}
+
+
+def test_jobs_create_sends_only_the_fields_given(mock_api: Callable[..., tuple[MockApi, dict[str, str]]]) -> None:
+    api, env = mock_api(JOBS)
+    assert invoke("jobs", "create", "--dataset", "d1", "--json", env=env).exit_code == 0
+    recipe = [
+        *("--augment", "basic", "--label-smoothing", "0.05", "--no-ema", "--early-stopping-patience", "4"),
+        *("--early-stopping-metric", "auroc", "--sensitivity-confidence", "0.9"),
+    ]
+    result = invoke("jobs", "create", "--dataset", "d1", "--backbone", "test_resnet", *recipe, env=env)
+    assert result.exit_code == 0, result.output
+    other = ["--ema-decay", "0.99", "--no-early-stopping", "--strategy", "full", "--epochs", "3", "--json"]
+    assert invoke("jobs", "create", "--dataset", "d1", *other, env=env).exit_code == 0
+    plain, with_recipe, ema_on = api.bodies("POST", "/v1/jobs")
+    required = {"dataset_id": "d1", "strategy": "gradual", "epochs": 10}
+    assert plain == {**required, "backbone": "resnet18", "weights": "none"}  # the server's defaults do the rest
+    assert with_recipe == {
+        **required,
+        "backbone": "test_resnet",
+        "weights": "none",
+        "augment": "basic",
+        "label_smoothing": 0.05,
+        "ema_decay": None,  # --no-ema: off, not the server's default
+        "early_stopping_patience": 4,
+        "early_stopping_metric": "auroc",
+        "sensitivity_confidence": 0.9,
+    }
+    assert ema_on == {
+        "dataset_id": "d1",
+        "backbone": "resnet18",
+        "weights": "none",
+        "strategy": "full",
+        "epochs": 3,
+        "ema_decay": 0.99,
+        "early_stopping_patience": None,  # --no-early-stopping
+    }
+    assert "random weights" in result.stderr
+    assert "recipe: augment basic, label smoothing 0.05, no EMA, early stopping after 4 (auroc)" in result.stdout
+
+
+def test_init_from_sends_the_warm_start_and_no_weights(mock_api: Callable[..., tuple[MockApi, dict[str, str]]]) -> None:
+    api, env = mock_api(JOBS)
+    args = ["--init-from", "site-b.pneumonia:12", "--class-map", "OPACITY=PNEUMONIA", "--class-map", "COVID="]
+    result = invoke("jobs", "create", "--dataset", "d1", *args, env=env)
+    assert result.exit_code == 0, result.output
+    result_json = invoke("jobs", "create", "--dataset", "d1", "--init-from", "pneumonia:3", "--json", env=env)
+    assert result_json.exit_code == 0, result_json.output
+    mapped, plain = api.bodies("POST", "/v1/jobs")
+    assert mapped == {
+        "dataset_id": "d1",
+        "strategy": "gradual",
+        "epochs": 10,
+        "init_from": {"model": "site-b.pneumonia", "version": 12, "class_map": {"OPACITY": "PNEUMONIA", "COVID": None}},
+    }  # no backbone (the version's) and no weights (a warm start is not random weights)
+    assert plain == {
+        "dataset_id": "d1",
+        "strategy": "gradual",
+        "epochs": 10,
+        "init_from": {"model": "pneumonia", "version": 3},
+    }
+    assert "random weights" not in result.stderr and "warm-started from site-b.pneumonia:12" in result.stderr
+    assert "warm start: site-b.pneumonia v12 (classes OPACITY <- PNEUMONIA, COVID <- (fresh row))" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--init-from", "pneumonia"], "expected MODEL:VERSION"),
+        (["--init-from", "pneumonia:"], "expected MODEL:VERSION"),
+        (["--init-from", ":3"], "expected MODEL:VERSION"),
+        (["--init-from", "pneumonia:v3"], "expected MODEL:VERSION"),
+        (["--init-from", "pneumonia:0"], "expected MODEL:VERSION"),
+        (["--init-from", "pneumonia:3", "--class-map", "OPACITY"], "expected NEW=OLD"),
+        (["--init-from", "pneumonia:3", "--class-map", "=PNEUMONIA"], "expected NEW=OLD"),
+        (["--init-from", "pneumonia:3", "--class-map", "A=B", "--class-map", "A=C"], "mapped twice"),
+        (["--class-map", "OPACITY=PNEUMONIA"], "needs --init-from"),
+        (["--ema-decay", "0.9", "--no-ema"], "not both"),
+        (["--early-stopping-patience", "2", "--no-early-stopping"], "not both"),
+        (["--augment", "flip"], "flip"),
+    ],
+)
+def test_bad_job_options_are_usage_errors(
+    mock_api: Callable[..., tuple[MockApi, dict[str, str]]], args: list[str], words: str
+) -> None:
+    api, env = mock_api(JOBS)
+    result = invoke("jobs", "create", "--dataset", "d1", *args, env=env)
+    assert result.exit_code == Exit.USAGE and words in result.stderr, result.output
+    assert api.requests == []  # refused before anything is sent
+
+
+def sweep(status: str, members: list[dict], **over: Any) -> dict:
+    body = {
+        "id": "s1",
+        "dataset_id": "d1",
+        "model_name": "sw",
+        "status": status,
+        "members": members,
+        "skipped": [],
+        "best_job_id": None,
+        "model_version": None,
+        "error": None,
+        "cancel_requested": False,
+        "request": {"epochs": 3, "budget": {"max_jobs": 2, "max_total_epochs": None, "max_minutes": None}},
+        "created_at": "2026-01-31T09:15:00Z",
+        "deadline_at": None,
+        "finished_at": None,
+    }
+    return {**body, **over}
+
+
+def member(job: str, size: int, status: str, auroc: float | None = None, best: bool = False) -> dict:
+    config = {"backbone": "test_resnet", "strategy": "full", "image_size": size}
+    return {
+        "job_id": job,
+        "config": config,
+        "status": status,
+        "val_auroc": auroc,
+        "val_auroc_ci95": [auroc - 0.1, min(1.0, auroc + 0.05)] if auroc is not None else None,
+        "val_loss": 0.4 if auroc is not None else None,
+        "seconds": 12.5 if status == "succeeded" else None,
+        "best_epoch": 3 if auroc is not None else None,
+        "error": None,
+        "best": best,
+    }
+
+
+def test_sweeps_create_sends_the_grid_and_budget(mock_api: Callable[..., tuple[MockApi, dict[str, str]]]) -> None:
+    created = sweep("queued", [member("j1", 128, "queued"), member("j2", 224, "queued")])
+    api, env = mock_api({("POST", "/v1/sweeps"): (202, created)})
+    args = [
+        *("sweeps", "create", "--dataset", "d1", "--backbone", "test_resnet", "--backbone", "resnet18"),
+        *("--strategy", "full", "--strategy", "frozen", "--image-size", "128", "--image-size", "224"),
+        *("--epochs", "3", "--max-jobs", "2", "--max-total-epochs", "9", "--max-minutes", "30"),
+        *("--model-name", "sw", "--lr", "0.01", "--weights", "imagenet", "--idempotency-key", "k1", "--json"),
+    ]
+    result = invoke(*args, env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["id"] == "s1"
+    minimal = invoke(
+        "sweeps", "create", "--dataset", "d1", "--backbone", "b", "--strategy", "full", "--epochs", "1", env=env
+    )
+    assert minimal.exit_code == 0, minimal.output
+    full, small = api.bodies("POST", "/v1/sweeps")
+    assert full == {
+        "dataset_id": "d1",
+        "backbones": ["test_resnet", "resnet18"],
+        "strategies": ["full", "frozen"],
+        "image_sizes": [128, 224],
+        "epochs": 3,
+        "budget": {"max_jobs": 2, "max_total_epochs": 9, "max_minutes": 30},
+        "model_name": "sw",
+        "lr": 0.01,
+        "weights": "imagenet",
+    }
+    assert api.requests[0].headers["Idempotency-Key"] == "k1"
+    assert small == {"dataset_id": "d1", "backbones": ["b"], "strategies": ["full"], "epochs": 1}  # server defaults
+    assert "random weights" in minimal.stderr and "random weights" not in result.stderr
+    assert invoke("sweeps", "create", "--dataset", "d1", "--backbone", "b", "--epochs", "1", env=env).exit_code == 2
+
+
+def test_sweeps_follow_polls_until_the_sweep_ends(
+    mock_api: Callable[..., tuple[MockApi, dict[str, str]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hilum.client.commands import sweeps
+
+    monkeypatch.setattr(sweeps, "POLL_S", 0.0)
+    snapshots = [
+        sweep("running", [member("j1", 32, "running"), member("j2", 48, "queued")]),
+        sweep("running", [member("j1", 32, "succeeded", 0.81), member("j2", 48, "running")]),
+        sweep(
+            "succeeded",
+            [member("j1", 32, "succeeded", 0.81), member("j2", 48, "succeeded", 0.93, best=True)],
+            skipped=[{"backbone": "test_resnet", "strategy": "gradual", "image_size": 64}],
+            best_job_id="j2",
+            model_version=4,
+            finished_at="2026-01-31T09:26:00Z",
+        ),
+    ]
+    created = sweep("queued", [member("j1", 32, "queued"), member("j2", 48, "queued")])
+    api, env = mock_api({("POST", "/v1/sweeps"): (202, created), ("GET", "/v1/sweeps/s1"): lambda r: snapshots.pop(0)})
+    args = ["sweeps", "create", "--dataset", "d1", "--backbone", "test_resnet", "--strategy", "full", "--epochs", "3"]
+    result = invoke(*args, "--image-size", "32", "--image-size", "48", "--follow", env=env)
+    assert result.exit_code == 0, result.output
+    assert [r.url.path for r in api.requests] == ["/v1/sweeps", *["/v1/sweeps/s1"] * 3] and not snapshots
+    assert "member test_resnet full 32 px: succeeded, val AUROC 0.810" in result.stderr
+    out = result.stdout
+    assert "sweep s1: succeeded" in out and "registered: model 'sw' version 4" in out
+    best_row = next(line for line in out.splitlines() if "48 px" in line)
+    assert "*" in best_row and "0.930" in best_row and "0.400" in best_row and "12.5" in best_row
+    assert "skipped by the budget: test_resnet gradual 64 px" in out
+
+    failed = sweep("failed", [member("j1", 32, "failed")], error="no member succeeded")
+    api, env = mock_api({("POST", "/v1/sweeps"): (202, created), ("GET", "/v1/sweeps/s1"): failed})
+    result = invoke(*args, "--follow", "--json", env=env)
+    assert result.exit_code == Exit.FAILED and json.loads(result.stdout)["error"] == "no member succeeded"
+
+
+def test_sweeps_list_show_and_cancel(mock_api: Callable[..., tuple[MockApi, dict[str, str]]]) -> None:
+    done = sweep("succeeded", [member("j1", 32, "succeeded", 0.9, best=True)], best_job_id="j1", model_version=2)
+    running = sweep("running", [member("j1", 32, "running")], cancel_requested=True, id="s2")
+    api, env = mock_api(
+        {
+            ("GET", "/v1/sweeps"): [done],
+            ("GET", "/v1/sweeps/s1"): done,
+            ("POST", "/v1/sweeps/s2/cancel"): running,
+            ("GET", "/v1/sweeps/nope"): (404, {"detail": "sweep 'nope' not found"}),
+        }
+    )
+    listed = invoke("sweeps", "list", "--dataset", "d1", env=env)
+    assert listed.exit_code == 0 and "sw v2" in listed.stdout and "1/1 ended" in listed.stdout
+    assert api.requests[0].url.params["dataset_id"] == "d1"
+    shown = invoke("sweeps", "show", "s1", env=env)
+    assert shown.exit_code == 0 and "test_resnet full 32 px" in shown.stdout and "version 2" in shown.stdout
+    cancelled = invoke("sweeps", "cancel", "s2", env=env)
+    assert cancelled.exit_code == 0 and "sweep s2: running (cancel requested)" in cancelled.stdout
+    missing = invoke("sweeps", "show", "nope", env=env)
+    assert missing.exit_code == Exit.NOT_FOUND and "sweep 'nope' not found" in missing.stderr
+
+
+def test_predict_tta_sends_tta_true(mock_api: Callable[..., tuple[MockApi, dict[str, str]]], tmp_path: Path) -> None:
+    def answer(request: httpx.Request) -> dict:
+        tta = 5 if request.url.params.get("tta") == "true" else None
+        return {"model": "pneumonia", "version": 3, "label": "NORMAL", "probabilities": {"NORMAL": 0.8}, "tta": tta}
+
+    api, env = mock_api({("POST", "/v1/models/pneumonia/predict"): answer})
+    film = tmp_path / "film.png"
+    film.write_bytes(b"\x89PNG not really")
+    with_tta = invoke("predict", str(film), "--tta", env=env)
+    assert with_tta.exit_code == 0, with_tta.output
+    assert invoke("predict", str(film), "--version", "3", env=env).exit_code == 0
+    first, second = api.requests
+    assert dict(first.url.params) == {"tta": "true"}
+    assert dict(second.url.params) == {"version": "3"}  # off unless asked
+    assert "pneumonia v3 (TTA x5)" in with_tta.stdout
+
+
+def test_models_import_streams_the_artifact_and_model_name(
+    mock_api: Callable[..., tuple[MockApi, dict[str, str]]], tmp_path: Path
+) -> None:
+    version = {
+        "model_name": "site-b",
+        "version": 1,
+        "backbone": "test_resnet",
+        "dataset_id": None,
+        "job_id": None,
+        "source": "imported:0123456789ab",
+        "class_names": ["NORMAL", "PNEUMONIA"],
+        "threshold": 0.42,
+        "metrics": {"val": {"auroc": 0.9}},
+        "created_at": "2026-01-31T09:15:00Z",
+        "fit_for_use": True,
+        "fitness_reasons": [],
+    }
+    api, env = mock_api({("POST", "/v1/models/import"): (201, version)})
+    artifact = tmp_path / "model.pt"
+    payload = os.urandom(5000)
+    artifact.write_bytes(payload)
+    result = invoke("models", "import", str(artifact), "--model-name", "site-b", env=env)
+    assert result.exit_code == 0, result.output
+    assert "imported model.pt as model 'site-b' version 1 (imported:0123456789ab)" in result.stdout
+    [request] = api.requests
+    content_type, boundary = request.headers["Content-Type"].split("; boundary=")
+    assert content_type == "multipart/form-data" and int(request.headers["Content-Length"]) == len(request.content)
+    parts = request.content.split(f"--{boundary}".encode())
+    assert parts[1] == b'\r\nContent-Disposition: form-data; name="model_name"\r\n\r\nsite-b\r\n'
+    assert parts[2] == (
+        b'\r\nContent-Disposition: form-data; name="file"; filename="model.pt"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n" + payload + b"\r\n"
+    )
+    assert parts[3] == b"--\r\n"
+    missing = invoke("models", "import", str(tmp_path / "nope.pt"), "--model-name", "site-b", env=env)
+    assert missing.exit_code == Exit.USAGE and len(api.requests) == 1

@@ -51,17 +51,21 @@ def sweep_body(dataset: str, **over: object) -> dict:
 
 def test_a_tiny_sweep_registers_its_best_member_once(stack: Stack, staff_key: str, dataset_id: str) -> None:
     with stack.client(staff_key) as staff:
-        r = staff.post("/v1/sweeps", json=sweep_body(dataset_id), headers={"Idempotency-Key": "sweep-e2e-1"})
+        # The training recipe reaches every member like the grid's shared fields do.
+        recipe = {"augment": "none", "ema_decay": None, "early_stopping_patience": None, "label_smoothing": 0.0}
+        body = sweep_body(dataset_id, **recipe)
+        r = staff.post("/v1/sweeps", json=body, headers={"Idempotency-Key": "sweep-e2e-1"})
         assert r.status_code == 202, r.text
         created = r.json()
         assert created["status"] in ("queued", "running") and len(created["members"]) == 2
-        again = staff.post("/v1/sweeps", json=sweep_body(dataset_id), headers={"Idempotency-Key": "sweep-e2e-1"})
+        again = staff.post("/v1/sweeps", json=body, headers={"Idempotency-Key": "sweep-e2e-1"})
         assert again.json()["id"] == created["id"]  # same key, same sweep
 
         # Each member is an ordinary job on the queue.
         jobs = {j["id"]: j for j in staff.get("/v1/jobs").json() if j["sweep_id"] == created["id"]}
         assert set(jobs) == {m["job_id"] for m in created["members"]}
         assert {j["spec"]["strategy"] for j in jobs.values()} == {"frozen", "full"}
+        assert all({k: j["spec"][k] for k in recipe} == recipe for j in jobs.values())
 
         sweep = wait_for(staff, f"/v1/sweeps/{created['id']}", ENDED, timeout=300)
         assert sweep["status"] == "succeeded", sweep
@@ -102,6 +106,8 @@ def test_cancelling_a_sweep_cancels_its_members(stack: Stack, staff_key: str, da
         ({"image_sizes": [8]}, 422, "image_sizes"),
         ({"budget": {"max_jobs": 0}}, 422, "max_jobs"),
         ({"budget": {"max_hours": 1}}, 422, "max_hours"),
+        ({"augment": "heavy"}, 422, "augment"),
+        ({"ema_decay": 1.5}, 422, "ema_decay"),
     ],
 )
 def test_bad_sweeps_are_refused(

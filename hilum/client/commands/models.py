@@ -1,11 +1,13 @@
-"""`hilum models list/show/promote/rollback`."""
+"""`hilum models list/show/promote/rollback/import`."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
 from hilum.client.api import JSON
@@ -66,6 +68,34 @@ def rollback(name: Annotated[str, typer.Argument()], alias: AliasOpt = "producti
         row = client.set_alias(name, alias, int(last["from_version"]))
         message = f"{name}: {alias} v{last['to_version']} -> v{row['version']} (rolled back)"
         ctx.emit(row, lambda out: out.print(message))
+
+
+@app.command("import")
+def import_(
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="a Hilum model artifact (model.pt)")
+    ],
+    model_name: Annotated[str, typer.Option(help="the model it becomes the next version of")],
+    json: JsonOpt = False,
+) -> None:
+    """Import a model artifact trained at another site as the next version of --model-name (admin)."""
+    with command(json) as ctx:
+        columns = (TextColumn("uploading {task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+        with Progress(*columns, console=ctx.err, disable=ctx.json, transient=True) as progress:
+            task = progress.add_task(file.name, total=file.stat().st_size)
+            row = ctx.client().import_model(file, model_name=model_name, on_bytes=lambda n: progress.advance(task, n))
+        ctx.emit(row, lambda out: render_imported(out, file, row))
+
+
+def render_imported(out: Console, file: Path, row: JSON) -> None:
+    out.print(f"imported {file.name} as model '{row['model_name']}' version {row['version']} ({row.get('source')})")
+    val = (row.get("metrics") or {}).get("val") or {}
+    out.print(
+        f"  {row.get('backbone')}, classes {', '.join(row.get('class_names') or [])}, threshold "
+        f"{fmt_float(row.get('threshold'))}, val AUROC {fmt_float(val.get('auroc'))}"
+    )
+    if row.get("fit_for_use") is False:
+        out.print(f"  not fit for use: {'; '.join(row.get('fitness_reasons') or ['no reason given'])}")
 
 
 def _v(version: int | None) -> str:

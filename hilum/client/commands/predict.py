@@ -29,6 +29,9 @@ def predict(
     heatmap_dir: Annotated[
         Path | None, typer.Option(file_okay=False, help="ask for Grad-CAM heatmaps and write them here as PNG")
     ] = None,
+    tta: Annotated[
+        bool, typer.Option("--tta", help="test-time augmentation: average over a few anatomy-safe variants")
+    ] = False,
     json: JsonOpt = False,
 ) -> None:
     """Classify X-rays. Exit 1 when any file was refused (its row says why)."""
@@ -40,14 +43,23 @@ def predict(
         results = []
         with Progress(console=ctx.err, disable=ctx.json or len(files) < 2, transient=True) as progress:
             for path, target in progress.track(list(zip(files, targets, strict=True)), description="predicting"):
-                results.append(predict_one(client, path, model=model, version=version, alias=alias, heatmap=target))
+                results.append(
+                    predict_one(client, path, model=model, version=version, alias=alias, heatmap=target, tta=tta)
+                )
         if any(not r["ok"] for r in results):
             ctx.exit_code = Exit.FAILED
         ctx.emit(results, lambda out: render_results(out, results, heatmaps=heatmap_dir is not None))
 
 
 def predict_one(
-    client: HilumClient, path: Path, *, model: str, version: int | None, alias: str | None, heatmap: Path | None
+    client: HilumClient,
+    path: Path,
+    *,
+    model: str,
+    version: int | None,
+    alias: str | None,
+    heatmap: Path | None,
+    tta: bool = False,
 ) -> dict[str, Any]:
     """One file's row; a refusal that concerns only this file (400/413/415/422) becomes its error."""
     result: dict[str, Any] = {"file": str(path), "ok": False, "prediction": None, "error": None}
@@ -56,7 +68,9 @@ def predict_one(
         return result
     try:
         with path.open("rb") as fh:
-            answer = client.predict(model, fh, path.name, version=version, alias=alias, heatmap=heatmap is not None)
+            answer = client.predict(
+                model, fh, path.name, version=version, alias=alias, heatmap=heatmap is not None, tta=tta
+            )
     except ApiError as exc:
         if exc.status not in PER_FILE_STATUSES:
             raise
@@ -132,7 +146,8 @@ def render_results(out: Console, results: list[dict[str, Any]], *, heatmaps: boo
             positive = a.get("positive_class") or a.get("label") or max(a["probabilities"], key=a["probabilities"].get)
             prob = a["probabilities"].get(positive)
             label = a.get("label") or "(withheld)"
-            row = [r["file"], label, f"{positive} {fmt_float(prob)}", f"{a['model']} v{a['version']}", flags(a)]
+            served = f"{a['model']} v{a['version']}" + (f" (TTA x{a['tta']})" if a.get("tta") else "")
+            row = [r["file"], label, f"{positive} {fmt_float(prob)}", served, flags(a)]
         if heatmaps:
             row.append(r.get("heatmap_file") or "-")
         table.add_row(*row)
