@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, func, or_, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from hilum.db import session_scope
@@ -17,6 +18,8 @@ from hilum.storage import Storage
 from hilum.tables import Dataset, Job, utcnow
 
 _log = logging.getLogger(__name__)
+
+REGISTER_TRIES = 5  # concurrent registrations of one model: a version number collision is tried again
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
@@ -228,8 +231,22 @@ def record_training_result(
     """Register the trained artifact as a model version and mark the job succeeded, if the job is still ours.
 
     A job cancelled meanwhile, or taken over by another worker while this one stalled, records nothing
-    (returns False): its result is not this worker's to record.
+    (returns False): its result is not this worker's to record. Two jobs of one model finishing together
+    pick the same version number; the loser's transaction fails on the key and is tried again.
     """
+    for attempt in range(1, REGISTER_TRIES + 1):
+        try:
+            return _record_once(url, storage, job_id, worker=worker, artifact_path=artifact_path, metrics=metrics)
+        except IntegrityError:
+            if attempt == REGISTER_TRIES:
+                raise
+            _log.info("job %s: its version number was taken by a concurrent registration; trying again", job_id)
+    raise AssertionError("unreachable")
+
+
+def _record_once(
+    url: str, storage: Storage, job_id: str, *, worker: str, artifact_path: Path, metrics: dict[str, Any]
+) -> bool:
     from hilum.registry import register_version
     from models.artifact import ClassifierArtifact
 

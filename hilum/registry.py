@@ -28,7 +28,11 @@ def register_version(
     threshold: float | None,
     metrics: dict[str, Any],
 ) -> ModelVersion:
-    """Add the next version of ``job.model_name``; a job registers at most one version."""
+    """Add the next version of ``job.model_name``; a job registers at most one version.
+
+    Not committed. Two jobs of one model finishing together pick the same number: the second fails on the
+    (model_name, version) key at the flush, before writing its file, and its caller retries
+    (``hilum.jobstate.record_training_result``)."""
     fit, reasons = artifact_fitness(artifact)
     existing = session.scalar(select(ModelVersion).where(ModelVersion.job_id == job.id))
     if existing is not None:
@@ -36,8 +40,6 @@ def register_version(
     latest = session.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.model_name == job.model_name))
     version = (latest or 0) + 1
     target = storage.model_version_dir(job.model_name, version)
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(artifact, target / "model.pt")
     row = ModelVersion(
         model_name=job.model_name,
         version=version,
@@ -52,7 +54,11 @@ def register_version(
         fitness_reasons=reasons,
     )
     session.add(row)
+    # The flush claims the number: a concurrent registration of the same one fails here (IntegrityError on
+    # the (model_name, version) key) before it has touched the winner's folder. Only then is the file written.
     session.flush()
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(artifact, target / "model.pt")
     return row
 
 
@@ -70,8 +76,6 @@ def register_imported(
     latest = session.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.model_name == model_name))
     version = (latest or 0) + 1
     target = storage.model_version_dir(model_name, version)
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(artifact, target / "model.pt")
     row = ModelVersion(
         model_name=model_name,
         version=version,
@@ -85,7 +89,9 @@ def register_imported(
         source=source,
     )
     session.add(row)
-    session.flush()
+    session.flush()  # claims the number before the file is written (see register_version)
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(artifact, target / "model.pt")
     return row
 
 

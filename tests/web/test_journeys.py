@@ -307,7 +307,10 @@ def test_staff_follows_a_running_job_and_cancels_it(
 # --------------------------------------------------------------------------- admin
 
 
-def test_admin_registers_weights_and_the_form_offers_them(web: Web, keys: dict[str, str], tmp_path: Path) -> None:
+def test_admin_registers_weights_and_the_form_offers_them(
+    web: Web, keys: dict[str, str], trained: dict, tmp_path: Path
+) -> None:
+    """`trained` leaves a ready dataset: without one the Train page has no form."""
     torch.manual_seed(0)
     state = timm.create_model("test_resnet", pretrained=False).state_dict()
     path = tmp_path / "test_resnet_web_journey.safetensors"  # a name no other test registers on the shared stack
@@ -320,6 +323,7 @@ def test_admin_registers_weights_and_the_form_offers_them(web: Web, keys: dict[s
     page.get_by_text("Registered.").wait_for()
     page.get_by_role("cell", name=path.name).wait_for()
     page.get_by_role("link", name="Train").click()
+    page.get_by_role("heading", name="Train a model").wait_for()  # not the Weights page's Backbone field
     page.get_by_label("Backbone").select_option("test_resnet")
     assert page.get_by_label("Initial weights").input_value() != "none"  # the registered file by default
     assert page.get_by_text("Random weights.").count() == 0
