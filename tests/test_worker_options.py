@@ -94,7 +94,6 @@ def wait_status(stack: Stack, table: type[Job] | type[Dataset], row_id: str, don
     return found
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks HILUM_WORKER_GPUS=auto on a host without CUDA")
 def test_worker_queues_and_auto_gpus(bare: Stack, tmp_path: Path) -> None:
     stack = bare
     celery = make_celery(
@@ -120,11 +119,17 @@ def test_worker_queues_and_auto_gpus(bare: Stack, tmp_path: Path) -> None:
         gpu_host = start_worker_host(stack, "gpu", HILUM_WORKER_QUEUES="gpu", HILUM_WORKER_GPUS="auto")
         status, attempts, worker = wait_status(stack, Job, "job", TERMINAL)
         assert (status, attempts) == ("succeeded", 1), status_of(stack, Job, "job")
-        # `auto` without CUDA devices: one CPU worker, named as the launcher names its CPU worker
-        assert worker is not None and worker.startswith("hilum@"), worker
         workers = [c for c in psutil.Process(gpu_host.pid).children() if "celery" in " ".join(c.cmdline())]
-        assert len(workers) == 1 and "CUDA_VISIBLE_DEVICES" not in workers[0].environ()
-        assert "-Q gpu " in " ".join(workers[0].cmdline()) + " "
+        assert all("-Q gpu " in " ".join(w.cmdline()) + " " for w in workers)
+        assert worker is not None
+        if torch.cuda.is_available():  # `auto`: one worker per visible device, pinned to it
+            assert len(workers) == torch.cuda.device_count() and worker.startswith("gpu"), worker
+            assert sorted(w.environ()["CUDA_VISIBLE_DEVICES"] for w in workers) == sorted(
+                str(i) for i in range(torch.cuda.device_count())
+            )
+        else:  # `auto` without CUDA devices: one CPU worker, named as the launcher names its CPU worker
+            assert worker.startswith("hilum@"), worker
+            assert len(workers) == 1 and "CUDA_VISIBLE_DEVICES" not in workers[0].environ()
     finally:
         for proc in (ingest_host, gpu_host):
             if proc is not None:

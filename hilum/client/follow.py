@@ -7,7 +7,7 @@ cancel the job (yes: ``POST /cancel``) or to detach and leave it running.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
@@ -97,15 +97,29 @@ def follow_job(ctx: Ctx, client: HilumClient, job_id: str) -> JSON:
 
 
 def interrupted(ctx: Ctx, client: HilumClient, job_id: str) -> JSON:
+    return ask_to_cancel(
+        ctx,
+        f"job {job_id}",
+        cancel=lambda: client.cancel_job(job_id),
+        get=lambda: client.get_job(job_id),
+        stops="a running job stops at its next step",
+        again=f"`hilum jobs follow {job_id}` to watch it again",
+    )
+
+
+def ask_to_cancel(
+    ctx: Ctx, what: str, *, cancel: Callable[[], JSON], get: Callable[[], JSON], stops: str, again: str
+) -> JSON:
+    """After Ctrl-C while following ``what``: cancel it, or detach and leave it running (exit 130 either way)."""
     try:
-        cancel = typer.confirm(f"\nCancel job {job_id}? (no: detach and leave it running)", default=False, err=True)
+        yes = typer.confirm(f"\nCancel {what}? (no: detach and leave it running)", default=False, err=True)
     except (typer.Abort, EOFError, KeyboardInterrupt):
-        cancel = False
-    if cancel:
-        job = client.cancel_job(job_id)
-        ctx.note(f"cancel requested: job {job_id} is {job['status']} (a running job stops at its next step)")
+        yes = False
+    if yes:
+        item = cancel()
+        ctx.note(f"cancel requested: {what} is {item['status']} ({stops})")
     else:
-        job = client.get_job(job_id)
-        ctx.note(f"detached: job {job_id} keeps running; `hilum jobs follow {job_id}` to watch it again")
+        item = get()
+        ctx.note(f"detached: {what} keeps running; {again}")
     ctx.exit_code = Exit.INTERRUPTED
-    return job
+    return item

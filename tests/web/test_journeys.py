@@ -191,6 +191,19 @@ def test_the_default_version_is_one_fit_for_use(web: Web, stack: Stack, keys: di
     assert version.locator("option", has_text="version 2 (not fit for use)").count() == 1
     model.select_option("web-never-fit")
     assert version.locator("option").first.inner_text() == "default (no version is fit for use)"
+    screenshot(page, "ask-no-fit-version-desktop")
+
+    # Staff see the imported versions on the model page: their source instead of a training report.
+    staff = web.page(keys["staff"])
+    staff.goto(stack.base_url + "/#/models/web-fit-then-unfit")
+    staff.get_by_text("imported:").first.wait_for()
+    promote = staff.get_by_role("button", name="Promote version 2 to production")
+    assert promote.is_disabled()  # version 2 is not fit for use
+    assert staff.get_by_role("link", name="evaluation").count() == 0  # no job, no report to link
+    screenshot(staff, "models-imported-desktop")
+    staff.set_viewport_size(TABLET)
+    assert no_horizontal_overflow(staff)
+    screenshot(staff, "models-imported-tablet")
 
 
 # --------------------------------------------------------------------------- staff

@@ -14,6 +14,7 @@ from hilum.client.api import JSON, HilumClient
 from hilum.client.commands.common import JsonOpt
 from hilum.client.commands.jobs import Strategy
 from hilum.client.errors import Exit
+from hilum.client.follow import ask_to_cancel
 from hilum.client.output import Ctx, command, fmt_float, fmt_seconds, fmt_time
 
 app = typer.Typer(
@@ -200,18 +201,14 @@ def follow_sweep(ctx: Ctx, client: HilumClient, sweep_id: str, *, poll_s: float 
 
 
 def interrupted(ctx: Ctx, client: HilumClient, sweep_id: str) -> JSON:
-    try:
-        cancel = typer.confirm(f"\nCancel sweep {sweep_id}? (no: detach and leave it running)", default=False, err=True)
-    except (typer.Abort, EOFError, KeyboardInterrupt):
-        cancel = False
-    if cancel:
-        sweep = client.cancel_sweep(sweep_id)
-        ctx.note(f"cancel requested: sweep {sweep_id} is {sweep['status']} (running members stop at their next step)")
-    else:
-        sweep = client.get_sweep(sweep_id)
-        ctx.note(f"detached: sweep {sweep_id} keeps running; `hilum sweeps show {sweep_id}` to see it")
-    ctx.exit_code = Exit.INTERRUPTED
-    return sweep
+    return ask_to_cancel(
+        ctx,
+        f"sweep {sweep_id}",
+        cancel=lambda: client.cancel_sweep(sweep_id),
+        get=lambda: client.get_sweep(sweep_id),
+        stops="running members stop at their next step",
+        again=f"`hilum sweeps show {sweep_id}` to see it",
+    )
 
 
 def config_text(config: JSON) -> str:
